@@ -1,0 +1,314 @@
+"""The `probewatch` command: one CLI over the same functions the Python API exposes."""
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from probewatch import __version__
+from probewatch.errors import ProbewatchError
+
+DEMO_DIR = Path("runs/demo")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from probewatch.models import list_models
+
+    rows = list_models()
+    if args.json:
+        _print_json(rows)
+        return
+    for row in rows:
+        state = ("cached" if row["cached"] else "installed") if row["installed"] else "missing"
+        print(f"{row['name']:24} {state:10} {row['description']}")
+        print(f"{'':24} aliases: {', '.join(row['aliases'])}")
+        if not row["installed"]:
+            print(f"{'':24} install: {row['install']}")
+    print("Also: any local model directory, or a hub id already in the local Hugging Face cache.")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from probewatch.data import dataset_names, load_dataset
+
+    if args.action == "list":
+        summaries = [load_dataset(name, seed=args.seed).summary() for name in dataset_names()]
+        if args.json:
+            _print_json(summaries)
+            return
+        print(f"{'name':14} {'n':>6} {'train':>6} {'test':>6}  labels   hash")
+        for s in summaries:
+            splits = s["splits"]
+            labels = "/".join(str(v) for v in splits["train"]["labels"].values())
+            print(
+                f"{s['name']:14} {s['n']:6} {splits['train']['n']:6} {splits['test']['n']:6}"
+                f"  {labels:8} {s['hash']}"
+            )
+        return
+    if not args.name:
+        raise ProbewatchError(f"`datasets {args.action}` needs a dataset name")
+    dataset = load_dataset(args.name, seed=args.seed)
+    if args.action == "show":
+        card = dataset.describe()
+        if args.json:
+            _print_json(card)
+            return
+        for key, value in card.items():
+            print(f"{key:13} {value}")
+        print("examples:")
+        for example in dataset.examples[:4]:
+            print(f"  [{int(example.label)}] {example.text}")
+    elif args.action == "export":
+        if not args.out:
+            raise ProbewatchError("`datasets export` needs --out FILE.jsonl")
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise ProbewatchError(f"{out} exists", hint="choose another --out or pass --overwrite")
+        out.write_text(dataset.to_jsonl())
+        print(f"wrote {len(dataset.examples)} examples to {out}")
+
+
+def _load_model(spec: str, device: str | None) -> Any:
+    from probewatch.models import load_model
+
+    logging.getLogger(__name__).info("loading model %s", spec)
+    return load_model(spec, device=device)
+
+
+def cmd_harvest(args: argparse.Namespace) -> None:
+    from probewatch.data import load_dataset
+    from probewatch.store import harvest
+
+    dataset = load_dataset(args.dataset, args.seed, args.text_column, args.label_column)
+    loaded = _load_model(args.model, args.device)
+    store = harvest(
+        loaded,
+        dataset,
+        args.sites,
+        args.out,
+        positions=args.positions,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    rows = sum(s["n_rows"] for s in store.manifest["shards"])
+    print(f"stored {rows} rows x {len(store.sites)} sites in {store.path}")
+
+
+def _sweep_table(result: Any) -> str:
+    lines = [f"{'site':12} {'val AUROC':>9} {'test AUROC':>10}"]
+    for row in result.sweep:
+        mark = "  <- best (chosen on validation)" if row.site == result.best_site else ""
+        lines.append(f"{row.site:12} {row.val_auroc:9.3f} {row.test_auroc:10.3f}{mark}")
+    return "\n".join(lines)
+
+
+def _metrics_line(metrics: Any) -> str:
+    return (
+        f"AUROC {metrics.auroc:.3f} (95% CI {metrics.auroc_ci_low:.3f}-"
+        f"{metrics.auroc_ci_high:.3f}), accuracy {metrics.accuracy:.3f}, n={metrics.n}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from probewatch.data import load_dataset
+    from probewatch.pipeline import train_probe
+    from probewatch.probes import save_probe
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # before any work, not after it
+        raise ProbewatchError(
+            f"{out} already exists; refusing to replace a saved probe",
+            hint="choose another --out, or pass --overwrite",
+        )
+    dataset = load_dataset(args.dataset, args.seed)
+    loaded = _load_model(args.model, args.device)
+    result = train_probe(
+        loaded,
+        dataset,
+        args.sites,
+        positions=args.positions,
+        probe_config={"c": args.c},
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    save_probe(result.artifact, out, overwrite=args.overwrite)
+    if args.json:
+        _print_json(
+            {"probe": str(out), "site": result.best_site, **result.artifact.card["metrics"]}
+        )
+        return
+    print(_sweep_table(result))
+    print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics)}")
+    print(f"saved to {out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from probewatch.data import load_dataset
+    from probewatch.pipeline import evaluate_probe
+    from probewatch.probes import load_probe
+
+    artifact = load_probe(args.probe)
+    source = args.file or args.dataset
+    if not source:
+        raise ProbewatchError("say what to evaluate on", hint="--dataset NAME or --file DATA.csv")
+    dataset = load_dataset(source, args.seed, args.text_column, args.label_column)
+    model_spec = args.model or artifact.card["model"]["name"]
+    loaded = _load_model(model_spec, args.device)
+    split = "test" if args.file else args.split
+    metrics = evaluate_probe(
+        artifact, loaded, dataset, split, args.allow_model_mismatch, progress=not args.quiet
+    )
+    if args.json:
+        _print_json(
+            {
+                "probe": str(args.probe),
+                "dataset": dataset.name,
+                "split": split,
+                "overrides": artifact.overrides,
+                **metrics.to_dict(),
+            }
+        )
+        return
+    for note in artifact.overrides:
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"{artifact.site} on {dataset.name} ({split}): {_metrics_line(metrics)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Build the cities data, harvest every layer, sweep, train, evaluate, save the probe."""
+    from probewatch.data import load_dataset
+    from probewatch.pipeline import evaluate_probe, train_probe
+    from probewatch.probes import save_probe
+
+    print("probewatch demo: a truth probe on SmolLM2-135M-Instruct (embedded, no hub needed)")
+    loaded = _load_model("default", args.device)
+    dataset = load_dataset("cities")
+    summary = dataset.summary()
+    print(
+        f"dataset cities: {summary['n']} statements from GeoNames (CC-BY 4.0), "
+        f"train {summary['splits']['train']['n']} / test {summary['splits']['test']['n']}, "
+        "no city in both"
+    )
+    result = train_probe(loaded, dataset, "all", progress=not args.quiet)
+    out = Path(args.out) / "probes" / "cities"
+    # The demo's own output directory: replaced atomically on every run.
+    save_probe(result.artifact, out, overwrite=True)
+    print()
+    print(_sweep_table(result))
+    print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics)}")
+    negated = evaluate_probe(result.artifact, loaded, load_dataset("neg_cities"), progress=False)
+    print(f"same probe on negated statements (never trained on): {_metrics_line(negated)}")
+    print(f"\nsaved the probe to {out}/ (weights.safetensors + card.json)")
+    print(f"evaluate it on your own data: probewatch eval {out} --file your.csv")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
+    p.add_argument("--model", default=default, help="embedded name, local directory or hub id")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+
+
+def _add_column_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-column", default="text", help="text column of a CSV/JSONL file")
+    p.add_argument("--label-column", default="label", help="label column (0/1, true/false)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probewatch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"probewatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list embedded models and whether they are cached")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list, show or export built-in datasets")
+    p.add_argument("action", choices=["list", "show", "export"], nargs="?", default="list")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="export: output .jsonl file")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("harvest", help="stream activations of a dataset to an on-disk store")
+    _add_model_args(p)
+    p.add_argument("--dataset", required=True, help="built-in name or a .csv/.jsonl file")
+    p.add_argument("--sites", default="all", help="e.g. resid.12,mlp_out.3 or resid.* or all")
+    p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
+    p.add_argument("--out", required=True, help="store directory (resumes if interrupted)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_column_args(p)
+    p.set_defaults(func=cmd_harvest)
+
+    p = sub.add_parser("train", help="sweep sites, train the best probe, save it")
+    _add_model_args(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--sites", default="all", help="sites to sweep (default: every resid layer)")
+    p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
+    p.add_argument("--out", required=True, help="probe directory to create")
+    p.add_argument("--c", type=float, default=0.05, help="inverse L2 regularization strength")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a saved probe on a dataset or your own file")
+    p.add_argument("probe", help="probe directory")
+    _add_model_args(p, default=None)
+    p.add_argument("--dataset", help="built-in dataset name")
+    p.add_argument("--file", help="your own .csv/.tsv/.jsonl file")
+    p.add_argument("--split", default="test", help="split of a built-in dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-model-mismatch", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_column_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the main job: train and evaluate a truth probe end to end")
+    p.add_argument("--out", default=str(DEMO_DIR))
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # transformers is chatty at WARNING about things users cannot act on here.
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except ProbewatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished shards are kept and the next run resumes", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

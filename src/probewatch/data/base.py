@@ -1,0 +1,116 @@
+"""Labelled examples, dataset cards and the content hash that artifacts refer to."""
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from probewatch.errors import ProbewatchError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example: plain `text`, or a chat (`messages`) whose last turn is probed."""
+
+    text: str
+    label: float
+    split: str = "train"
+    group: str = ""  # the entity that must not cross splits (e.g. the city)
+    messages: tuple[Mapping[str, str], ...] | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["messages"] = [dict(m) for m in self.messages] if self.messages else None
+        row["meta"] = dict(self.meta)
+        return row
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """What a dataset is and where it came from; shown by `probewatch datasets show`."""
+
+    name: str
+    description: str
+    source: str
+    license: str
+    construction: str
+    split_rule: str
+    version: str = "1"
+    seed: int = 0
+    task: str = "binary"  # or "regression"
+
+
+@dataclass
+class Dataset:
+    card: DatasetCard
+    examples: list[Example]
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def split(self, name: str) -> list[Example]:
+        return [ex for ex in self.examples if ex.split == name]
+
+    def to_jsonl(self) -> str:
+        return "".join(
+            json.dumps(ex.to_json(), sort_keys=True, ensure_ascii=False) + "\n"
+            for ex in self.examples
+        )
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical JSONL of all examples (16 hex digits)."""
+        return hashlib.sha256(self.to_jsonl().encode()).hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        per_split: dict[str, Any] = {}
+        for split_name in sorted({ex.split for ex in self.examples}):
+            rows = self.split(split_name)
+            per_split[split_name] = {"n": len(rows), "labels": label_counts(rows)}
+        return {
+            "name": self.name,
+            "n": len(self.examples),
+            "hash": self.hash,
+            "task": self.card.task,
+            "splits": per_split,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self.card), **self.summary()}
+
+
+def label_counts(examples: Sequence[Example]) -> dict[str, int]:
+    counts = Counter(_label_key(ex.label) for ex in examples)
+    return dict(sorted(counts.items()))
+
+
+def _label_key(label: float) -> str:
+    return str(int(label)) if float(label).is_integer() else "continuous"
+
+
+def require_binary(examples: Sequence[Example], what: str) -> None:
+    """Refuse empty, one-class or non-0/1 data with a message that names the problem."""
+    require_binary_labels([ex.label for ex in examples], what)
+
+
+def require_binary_labels(labels: Any, what: str) -> None:
+    """The same check as `require_binary`, on a tensor or array of labels."""
+    values = {float(v) for v in (labels.tolist() if hasattr(labels, "tolist") else labels)}
+    if not values:
+        raise ProbewatchError(f"{what} has no examples", hint="check the dataset and split")
+    if not values <= {0.0, 1.0}:
+        raise ProbewatchError(
+            f"{what} has labels other than 0 and 1: {sorted(values - {0.0, 1.0})[:5]}",
+            hint="binary probes need labels 0/1 (or true/false)",
+        )
+    if len(values) < 2:
+        raise ProbewatchError(
+            f"{what} has only one class (every label is {int(values.pop())})",
+            hint="a probe needs examples of both classes; add the missing class",
+        )

@@ -1,0 +1,60 @@
+"""Where probewatch keeps its caches, and how it writes files so that nothing is half-written."""
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def cache_dir() -> Path:
+    """$PROBEWATCH_CACHE, else $XDG_CACHE_HOME/probewatch, else ~/.cache/probewatch."""
+    if env := os.environ.get("PROBEWATCH_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "probewatch"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader sees either the old file or the whole new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a scratch directory that becomes `target` only if the block finishes.
+
+    An interrupted write leaves `target` as it was. With `overwrite`, an existing target is
+    swapped out only after the new one is complete, so the user never ends up with neither.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not overwrite:
+        raise FileExistsError(str(target))
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, backup)
+        os.replace(scratch, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(scratch, target)

@@ -1,0 +1,303 @@
+"""Streaming activations to disk in shards, with metadata, bounded memory and resume.
+
+Layout of a store directory:
+
+    manifest.json            what was captured (model fingerprint, sites, positions,
+                             dataset hash) and the list of finished shards
+    shard-00000.safetensors  per-site [rows, d] tensors plus example_index, token_index,
+                             label and split (one row per captured position)
+
+A shard is written to a temporary file and renamed, then the manifest is rewritten
+atomically; so after an interruption the manifest lists only whole shards, and `harvest`
+continues from the first example not in one. Memory holds at most one shard's worth of rows.
+"""
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from probewatch import __version__
+from probewatch.capture import ActivationCapture
+from probewatch.data.base import SPLITS, Dataset, Example
+from probewatch.errors import ProbewatchError
+from probewatch.models.loading import LoadedModel
+from probewatch.paths import write_json_atomic
+from probewatch.tokens import Batch, encode, encode_chats
+
+FORMAT = "probewatch-activations/1"
+MANIFEST = "manifest.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def encode_examples(loaded: LoadedModel, examples: Sequence[Example], row_offset: int = 0) -> Batch:
+    """Text examples are encoded as is; chat examples get a mask of their final response."""
+    max_length = getattr(loaded.model.config, "max_position_embeddings", None)
+    if all(ex.messages for ex in examples):
+        chats = [list(ex.messages or ()) for ex in examples]
+        return encode_chats(loaded.tokenizer, chats, max_length, row_offset)  # type: ignore[arg-type]
+    if any(ex.messages for ex in examples):
+        raise ProbewatchError("a batch mixes chat and plain-text examples", hint="use one kind")
+    return encode(
+        loaded.tokenizer,
+        [ex.text for ex in examples],
+        max_length=max_length,
+        row_offset=row_offset,
+    )
+
+
+@dataclass
+class StoredSite:
+    acts: torch.Tensor  # [N, d] float32
+    example_index: torch.Tensor  # [N] long
+    token_index: torch.Tensor  # [N] long
+    label: torch.Tensor  # [N] float32
+    split: torch.Tensor  # [N] int8, index into SPLITS
+
+    def rows(self, split: str) -> "StoredSite":
+        keep = self.split == SPLITS.index(split)
+        return StoredSite(
+            self.acts[keep],
+            self.example_index[keep],
+            self.token_index[keep],
+            self.label[keep],
+            self.split[keep],
+        )
+
+
+class ActivationStore:
+    """A finished (or resumable) store on disk."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | Path) -> "ActivationStore":
+        root = Path(path)
+        file = root / MANIFEST
+        if not file.is_file():
+            raise ProbewatchError(
+                f"{root} is not an activation store (no {MANIFEST})",
+                hint="create one with `probewatch harvest`",
+            )
+        try:
+            manifest = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ProbewatchError(
+                f"the store manifest {file} is corrupt ({exc.msg})",
+                hint="harvest again into a new directory; the shards alone cannot be trusted",
+            ) from exc
+        if manifest.get("format") != FORMAT:
+            raise ProbewatchError(
+                f"{root} has format {manifest.get('format')!r}, expected {FORMAT!r}",
+                hint="harvest again with this version of probewatch",
+            )
+        return cls(root, manifest)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.manifest["sites"])
+
+    def _shard_files(self) -> Iterator[Path]:
+        for shard in self.manifest["shards"]:
+            yield self.path / shard["file"]
+
+    def load(self, site: str) -> StoredSite:
+        """All rows of one site, read shard by shard (only that site's tensors are read)."""
+        if site not in self.sites:
+            raise ProbewatchError(
+                f"site {site!r} is not in the store at {self.path}",
+                hint=f"stored sites: {', '.join(self.sites)}",
+            )
+        if not self.complete:
+            raise ProbewatchError(
+                f"the store at {self.path} is incomplete (harvest was interrupted)",
+                hint="run the same `probewatch harvest` command again to resume it",
+            )
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("acts", *_ROW_KEYS)}
+        for file in self._shard_files():
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    parts["acts"].append(f.get_tensor(site).float())
+                    for key in _ROW_KEYS:
+                        parts[key].append(f.get_tensor(key))
+            except (SafetensorError, OSError) as exc:
+                raise ProbewatchError(
+                    f"shard {file} is missing or corrupt ({exc})",
+                    hint="harvest again into a new directory",
+                ) from exc
+        if not parts["acts"]:
+            raise ProbewatchError(f"the store at {self.path} has no rows")
+        joined = {key: torch.cat(values) for key, values in parts.items()}
+        return StoredSite(
+            joined["acts"],
+            joined["example_index"],
+            joined["token_index"],
+            joined["label"],
+            joined["split"],
+        )
+
+
+_ROW_KEYS = ("example_index", "token_index", "label", "split")
+
+
+def _spec(
+    loaded: LoadedModel, dataset: Dataset, sites: list[str], positions: str, dtype: str
+) -> dict[str, Any]:
+    return {
+        "model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+        "dataset": {
+            "name": dataset.name,
+            "hash": dataset.hash,
+            "n_examples": len(dataset.examples),
+        },
+        "sites": sites,
+        "positions": positions,
+        "dtype": dtype,
+    }
+
+
+def _write_shard(
+    root: Path, index: int, buffers: dict[str, list[torch.Tensor]], dtype: torch.dtype
+) -> tuple[str, int]:
+    name = f"shard-{index:05d}.safetensors"
+    tensors = {}
+    for key, values in buffers.items():
+        tensor = torch.cat(values)
+        tensors[key] = tensor if key in _ROW_KEYS else tensor.to(dtype)
+    tmp = root / f".{name}.tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, root / name)
+    return name, int(tensors["example_index"].shape[0])
+
+
+def harvest(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    sites: str | list[str],
+    out: str | Path,
+    positions: str = "last",
+    batch_size: int = 32,
+    max_shard_mb: float = 256.0,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ActivationStore:
+    """Capture `sites` at `positions` for every example of `dataset` into a store at `out`.
+
+    Running it again with the same arguments after an interruption resumes; with different
+    arguments it refuses (unless `overwrite`) rather than mixing incompatible activations.
+    """
+    if dtype not in DTYPES:
+        raise ProbewatchError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise ProbewatchError("batch_size must be at least 1")
+    if not dataset.examples:
+        raise ProbewatchError(f"dataset {dataset.name!r} has no examples")
+    root = Path(out)
+    with ActivationCapture(loaded.model, sites, positions=positions) as capture:
+        spec = _spec(loaded, dataset, capture.site_names, positions, dtype)
+        manifest = _start_or_resume(root, spec, overwrite)
+        done = sum(shard["n_examples"] for shard in manifest["shards"])
+        examples = dataset.examples
+        bytes_per_row = len(capture.site_names) * loaded.d_model * DTYPES[dtype].itemsize
+        max_rows = max(1, int(max_shard_mb * 2**20 // bytes_per_row))
+        buffers: dict[str, list[torch.Tensor]] = {k: [] for k in (*capture.site_names, *_ROW_KEYS)}
+        buffered_rows = buffered_examples = 0
+        bar = tqdm(
+            total=len(examples),
+            initial=done,
+            desc=f"harvest {dataset.name}",
+            unit="ex",
+            disable=not progress,
+        )
+
+        def flush() -> None:
+            nonlocal buffered_rows, buffered_examples
+            if not buffered_examples:
+                return
+            name, rows = _write_shard(root, len(manifest["shards"]), buffers, DTYPES[dtype])
+            manifest["shards"].append(
+                {
+                    "file": name,
+                    "first_example": done - buffered_examples,
+                    "n_examples": buffered_examples,
+                    "n_rows": rows,
+                }
+            )
+            write_json_atomic(root / MANIFEST, manifest)
+            for values in buffers.values():
+                values.clear()
+            buffered_rows = buffered_examples = 0
+
+        with bar:
+            for start in range(done, len(examples), batch_size):
+                chunk = examples[start : start + batch_size]
+                captured = capture.run(encode_examples(loaded, chunk, row_offset=start))
+                rows = captured.example_index
+                for name, acts in captured.acts.items():
+                    buffers[name].append(acts.to(DTYPES[dtype]))
+                buffers["example_index"].append(rows + start)
+                buffers["token_index"].append(captured.token_index)
+                buffers["label"].append(
+                    torch.tensor([chunk[r].label for r in rows.tolist()], dtype=torch.float32)
+                )
+                buffers["split"].append(
+                    torch.tensor(
+                        [SPLITS.index(chunk[r].split) for r in rows.tolist()], dtype=torch.int8
+                    )
+                )
+                buffered_rows += int(rows.shape[0])
+                buffered_examples += len(chunk)
+                done += len(chunk)
+                bar.update(len(chunk))
+                if buffered_rows >= max_rows:
+                    flush()
+            flush()
+    manifest["complete"] = True
+    write_json_atomic(root / MANIFEST, manifest)
+    return ActivationStore(root, manifest)
+
+
+def _start_or_resume(root: Path, spec: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    manifest_file = root / MANIFEST
+    if manifest_file.is_file() and not overwrite:
+        existing = ActivationStore.open(root).manifest
+        if existing.get("spec") != spec:
+            raise ProbewatchError(
+                f"{root} already holds activations made with other settings",
+                hint="use a new --out directory, or --overwrite to replace it",
+            )
+        return existing
+    if root.exists() and any(root.iterdir()) and not manifest_file.is_file():
+        raise ProbewatchError(
+            f"{root} exists and is not an activation store; refusing to write into it",
+            hint="choose a new or empty --out directory",
+        )
+    if overwrite and root.exists():
+        for file in root.glob("shard-*.safetensors"):
+            file.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "probewatch_version": __version__,
+        "spec": spec,
+        "sites": spec["sites"],
+        "splits": list(SPLITS),
+        "shards": [],
+        "complete": False,
+    }
+    write_json_atomic(manifest_file, manifest)
+    return manifest

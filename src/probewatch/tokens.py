@@ -1,0 +1,104 @@
+"""Turning text and chat conversations into padded batches with a mask of the tokens of interest.
+
+A chat's tokens of interest are the final assistant message's content: the template is rendered
+to text, the message's character span is located in it, and tokens overlapping the span are
+marked using the tokenizer's offsets. This works for any chat template, with or without
+`{% generation %}` markers.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from probewatch.errors import ProbewatchError
+
+Message = dict[str, str]
+Span = tuple[int, int]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, T] long
+    attention_mask: torch.Tensor  # [B, T] long, 1 for real tokens
+    token_mask: torch.Tensor | None  # [B, T] bool, the positions of interest, or None
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, Span]:
+    """Render a conversation with the model's chat template; return it and the span of the
+    final assistant message's content."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise ProbewatchError(
+            "a conversation for response positions must end with an assistant message",
+            hint="add the response as {'role': 'assistant', 'content': ...}",
+        )
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ProbewatchError(
+            "this model's tokenizer has no chat template",
+            hint="use plain text examples, or a chat model such as the default SmolLM2-Instruct",
+        )
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    prefix = tokenizer.apply_chat_template(
+        list(messages[:-1]), tokenize=False, add_generation_prompt=True
+    )
+    content = messages[-1]["content"]
+    start = text.find(content, len(prefix) if text.startswith(prefix) else 0)
+    if start < 0:
+        raise ProbewatchError("the chat template altered the assistant message; cannot locate it")
+    return text, (start, start + len(content))
+
+
+def encode(
+    tokenizer: Any,
+    texts: Sequence[str],
+    spans: Sequence[Sequence[Span]] | None = None,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+    row_offset: int = 0,
+) -> Batch:
+    """Tokenize and right-pad `texts`. With `spans`, mark the tokens overlapping each row's
+    character spans in `token_mask`."""
+    encoded = tokenizer(
+        list(texts),
+        add_special_tokens=add_special_tokens,
+        return_offsets_mapping=spans is not None,
+        padding=True,
+        return_tensors="pt",
+    )
+    lengths = encoded["attention_mask"].sum(dim=1)
+    if max_length is not None and int(lengths.max()) > max_length:
+        row = int(lengths.argmax())
+        raise ProbewatchError(
+            f"row {row + row_offset} is {int(lengths[row])} tokens long, over the limit of "
+            f"{max_length}",
+            hint="shorten or drop that row, or raise max_length if the model allows it",
+        )
+    token_mask = None
+    if spans is not None:
+        offsets = encoded.pop("offset_mapping")  # [B, T, 2]
+        token_mask = torch.zeros_like(encoded["input_ids"], dtype=torch.bool)
+        for row, row_spans in enumerate(spans):
+            for start, end in row_spans:
+                overlap = (offsets[row, :, 0] < end) & (offsets[row, :, 1] > start)
+                token_mask[row] |= overlap & encoded["attention_mask"][row].bool()
+    return Batch(encoded["input_ids"], encoded["attention_mask"], token_mask)
+
+
+def encode_chats(
+    tokenizer: Any,
+    conversations: Sequence[Sequence[Message]],
+    max_length: int | None = None,
+    row_offset: int = 0,
+) -> Batch:
+    """Encode conversations; `token_mask` marks the final assistant message's tokens."""
+    rendered = [render_chat(tokenizer, conv) for conv in conversations]
+    # The template already contains BOS and role markers: add no special tokens again.
+    return encode(
+        tokenizer,
+        [text for text, _ in rendered],
+        spans=[[span] for _, span in rendered],
+        add_special_tokens=False,
+        max_length=max_length,
+        row_offset=row_offset,
+    )
