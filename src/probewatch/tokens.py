@@ -1,6 +1,6 @@
 """Turning text and chat conversations into padded batches with a mask of the tokens of interest.
 
-A chat's tokens of interest are the final assistant message's content: the template is rendered
+A chat's tokens of interest are its final message's content: the template is rendered
 to text, the message's character span is located in it, and tokens overlapping the span are
 marked using the tokenizer's offsets. This works for any chat template, with or without
 `{% generation %}` markers.
@@ -27,20 +27,29 @@ class Batch:
 
 def render_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, Span]:
     """Render a conversation with the model's chat template; return it and the span of the
-    final assistant message's content."""
-    if not messages or messages[-1].get("role") != "assistant":
-        raise ProbewatchError(
-            "a conversation for response positions must end with an assistant message",
-            hint="add the response as {'role': 'assistant', 'content': ...}",
-        )
+    final message's content.
+
+    A conversation that ends with an assistant message is rendered whole (the span is the
+    response); one that ends with a user message gets the generation prompt appended, so its
+    last token is where the model would start answering (the span is the request).
+    """
+    if not messages:
+        raise ProbewatchError("an empty conversation", hint="give at least one message")
     if getattr(tokenizer, "chat_template", None) is None:
         raise ProbewatchError(
             "this model's tokenizer has no chat template",
             hint="use plain text examples, or a chat model such as the default SmolLM2-Instruct",
         )
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
-    prefix = tokenizer.apply_chat_template(
-        list(messages[:-1]), tokenize=False, add_generation_prompt=True
+    ends_with_response = messages[-1].get("role") == "assistant"
+    text = tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=not ends_with_response
+    )
+    prefix = (
+        tokenizer.apply_chat_template(
+            list(messages[:-1]), tokenize=False, add_generation_prompt=True
+        )
+        if ends_with_response and len(messages) > 1
+        else ""
     )
     content = messages[-1]["content"]
     start = text.find(content, len(prefix) if text.startswith(prefix) else 0)
@@ -91,7 +100,7 @@ def encode_chats(
     max_length: int | None = None,
     row_offset: int = 0,
 ) -> Batch:
-    """Encode conversations; `token_mask` marks the final assistant message's tokens."""
+    """Encode conversations; `token_mask` marks the final message's tokens (see render_chat)."""
     rendered = [render_chat(tokenizer, conv) for conv in conversations]
     # The template already contains BOS and role markers: add no special tokens again.
     return encode(
