@@ -75,7 +75,11 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def _load_model(spec: str, device: str | None) -> Any:
+    from transformers.utils import logging as hf_logging
+
     from probewatch.models import load_model
+
+    hf_logging.disable_progress_bar()  # per-tensor bars drown out what the user asked for
 
     logging.getLogger(__name__).info("loading model %s", spec)
     return load_model(spec, device=device)
@@ -152,15 +156,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from probewatch.data import load_dataset
+    from probewatch.data import load_dataset, load_file
     from probewatch.pipeline import evaluate_probe
     from probewatch.probes import load_probe
 
     artifact = load_probe(args.probe)
-    source = args.file or args.dataset
-    if not source:
+    if args.file:
+        dataset = load_file(args.file, args.text_column, args.label_column)
+    elif args.dataset:
+        dataset = load_dataset(args.dataset, args.seed, args.text_column, args.label_column)
+    else:
         raise ProbewatchError("say what to evaluate on", hint="--dataset NAME or --file DATA.csv")
-    dataset = load_dataset(source, args.seed, args.text_column, args.label_column)
     model_spec = args.model or artifact.card["model"]["name"]
     loaded = _load_model(model_spec, args.device)
     split = "test" if args.file else args.split

@@ -1,0 +1,215 @@
+"""The CLI over the same functions as the API: happy paths on a tiny model, and bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probewatch.cli import main
+from tests.conftest import tiny_model
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> str:
+    tiny = tiny_model()
+    tiny.model.save_pretrained(tmp_path / "tiny")
+    tiny.tokenizer.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_eval_on_a_user_csv(tiny_dir: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    probe = tmp_path / "probe"
+    code, out, _ = run(
+        [
+            "train",
+            "--model",
+            tiny_dir,
+            "--dataset",
+            "cities",
+            "--sites",
+            "resid.0-1",
+            "--out",
+            str(probe),
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    assert "resid.0" in out and "resid.1" in out and "best" in out
+    assert (probe / "card.json").is_file() and (probe / "weights.safetensors").is_file()
+
+    data = tmp_path / "mine.csv"
+    data.write_text(
+        "sentence,truth\nThe city of Paris is in France.,yes\nThe city of Paris is in Peru.,no\n"
+        "The city of Lima is in Peru.,true\nThe city of Lima is in Chile.,false\n"
+    )
+    code, out, _ = run(
+        [
+            "eval",
+            str(probe),
+            "--model",
+            tiny_dir,
+            "--file",
+            str(data),
+            "--text-column",
+            "sentence",
+            "--label-column",
+            "truth",
+            "--json",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["n"] == 4 and result["n_positive"] == 2 and 0.0 <= result["auroc"] <= 1.0
+
+
+def test_train_refuses_to_replace_a_saved_probe_before_doing_any_work(
+    tiny_dir: str,
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "card.json").write_text("{}")
+    code, _, err = run(
+        [
+            "train",
+            "--model",
+            "no/such-model",
+            "--dataset",
+            "cities",
+            "--out",
+            str(tmp_path / "probe"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "already exists" in err
+    assert (tmp_path / "probe" / "card.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["train", "--model", "no/such-model", "--dataset", "cities", "--out", "{tmp}/p"],
+            "not available offline",
+        ),
+        (
+            ["train", "--model", "{tiny}", "--dataset", "nope", "--out", "{tmp}/p"],
+            "unknown dataset",
+        ),
+        (
+            [
+                "train",
+                "--model",
+                "{tiny}",
+                "--dataset",
+                "cities",
+                "--sites",
+                "resid.9",
+                "--out",
+                "{tmp}/p",
+            ],
+            "out of range",
+        ),
+        (
+            [
+                "train",
+                "--model",
+                "{tiny}",
+                "--dataset",
+                "cities",
+                "--sites",
+                "layer3",
+                "--out",
+                "{tmp}/p",
+            ],
+            "unknown site",
+        ),
+        (["eval", "{tmp}/missing", "--dataset", "cities"], "no probe directory"),
+        (["datasets", "show", "nope"], "unknown dataset"),
+        (
+            [
+                "harvest",
+                "--model",
+                "{tiny}",
+                "--dataset",
+                "{tmp}/one.csv",
+                "--out",
+                "{tmp}/s",
+                "--label-column",
+                "y",
+            ],
+            "no column 'y'",
+        ),
+    ],
+)
+def test_bad_input_gets_one_clear_message_and_exit_2(
+    argv: list[str],
+    fragment: str,
+    tiny_dir: str,
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    (tmp_path / "one.csv").write_text("text,label\nhello,1\n")
+    code, _, err = run([a.format(tmp=tmp_path, tiny=tiny_dir) for a in argv], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and fragment in err
+    assert "Traceback" not in err
+
+
+def test_one_class_and_malformed_files_name_the_problem(
+    tmp_path: Path, tiny_dir: str, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from probewatch.probes import save_probe
+    from tests.test_artifacts import _artifact
+
+    probe = tmp_path / "p"
+    save_probe(_artifact(tiny_model()), probe)
+    cases = {
+        "one.csv": ("text,label\na,1\nb,1\n", "only one class"),
+        "bad.jsonl": (
+            '{"text": "a", "label": 1}\n{"text": "b", "label": \n',
+            "line 2: not valid JSON",
+        ),
+        "odd.csv": ("text,label\na,1\nb,maybe\n", "line 3: label 'maybe'"),
+        "empty.csv": ("text,label\n", "has no rows"),
+        "data.xlsx": ("", "unknown file type"),
+    }
+    for name, (content, fragment) in cases.items():
+        (tmp_path / name).write_text(content)
+        code, _, err = run(
+            ["eval", str(probe), "--model", tiny_dir, "--file", str(tmp_path / name)], capsys
+        )
+        assert code == 2, name
+        assert fragment in err, (name, err)
+
+
+def test_models_and_datasets_listings(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "smollm2-135m-instruct" in out and "gemma3-270m" in out
+    code, out, _ = run(["datasets", "list", "--json"], capsys)
+    names = {row["name"]: row for row in json.loads(out)}
+    assert names["cities"]["splits"]["test"]["n"] > 0
+    code, out, _ = run(["datasets", "show", "cities"], capsys)
+    assert "GeoNames" in out and "CC-BY" in out
+
+
+def test_the_installed_entry_point_runs_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "probewatch.cli", "eval", "/nonexistent", "--dataset", "cities"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no probe directory" in result.stderr and "Traceback" not in result.stderr

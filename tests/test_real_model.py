@@ -1,0 +1,99 @@
+"""Real-model tests on the embedded default (SmolLM2-135M-Instruct). They prove the system works
+on a real model, not only on random ones, and run in CI (the first run converts the GGUF, ~20 s)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from probewatch.capture import ActivationCapture
+from probewatch.cli import main
+from probewatch.data import load_dataset
+from probewatch.models import load_model
+from probewatch.models.loading import LoadedModel
+from probewatch.pipeline import evaluate_probe, train_probe
+from probewatch.probes import load_probe, save_probe
+from probewatch.tokens import encode, encode_chats
+
+pytestmark = pytest.mark.real
+
+
+def test_default_model_is_smollm2_with_its_chat_template(default_model: LoadedModel) -> None:
+    assert default_model.name == "smollm2-135m-instruct"
+    assert default_model.n_layers == 30 and default_model.d_model == 576
+    assert default_model.tokenizer.chat_template
+    assert load_model("default").fingerprint == default_model.fingerprint  # cached, stable
+    ids = default_model.tokenizer("The capital of France is", return_tensors="pt")
+    out = default_model.model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in default_model.tokenizer.decode(out[0])
+
+
+def test_capture_matches_hidden_states_on_the_real_model(default_model: LoadedModel) -> None:
+    batch = encode(default_model.tokenizer, ["The city of Lyon is in France.", "Hello there"])
+    with torch.no_grad():
+        hidden = default_model.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=True,
+        ).hidden_states
+    with ActivationCapture(
+        default_model.model, "resid.0,resid.14,resid.28,final_norm", "all"
+    ) as cap:
+        captured = cap.run(batch)
+    rows, cols = captured.example_index, captured.token_index
+    for i in (0, 14, 28):
+        torch.testing.assert_close(captured.acts[f"resid.{i}"], hidden[i + 1][rows, cols])
+    torch.testing.assert_close(captured.acts["final_norm"], hidden[30][rows, cols])
+
+
+def test_response_mask_on_the_real_chat_template(default_model: LoadedModel) -> None:
+    chat = [
+        {"role": "user", "content": "Where is Lyon?"},
+        {"role": "assistant", "content": "In France."},
+    ]
+    batch = encode_chats(default_model.tokenizer, [chat])
+    assert batch.token_mask is not None
+    picked = default_model.tokenizer.decode(batch.input_ids[0][batch.token_mask[0]])
+    assert picked.strip() == "In France."
+
+
+def test_truth_probe_on_cities_reaches_the_target_and_round_trips(
+    default_model: LoadedModel, tmp_path: Path
+) -> None:
+    dataset = load_dataset("cities")
+    # A band of middle layers keeps CI fast; `make demo` sweeps all 30.
+    result = train_probe(default_model, dataset, "resid.10-14", progress=False, n_boot=500)
+    assert result.best_site in {f"resid.{i}" for i in range(10, 15)}
+    assert result.metrics.auroc >= 0.85
+    assert result.metrics.auroc_ci_low > 0.8
+    save_probe(result.artifact, tmp_path / "probe")
+    back = load_probe(tmp_path / "probe", model=default_model)
+    again = evaluate_probe(back, default_model, dataset, progress=False, n_boot=500)
+    assert again.auroc == pytest.approx(result.metrics.auroc, abs=1e-6)
+
+    data = tmp_path / "mine.jsonl"
+    rows = [
+        {"statement": "The city of Paris is in France.", "is_true": True},
+        {"statement": "The city of Paris is in Japan.", "is_true": False},
+        {"statement": "The city of Tokyo is in Japan.", "is_true": True},
+        {"statement": "The city of Tokyo is in Brazil.", "is_true": False},
+        {"statement": "The city of Cairo is in Egypt.", "is_true": True},
+        {"statement": "The city of Cairo is in Canada.", "is_true": False},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(
+        [
+            "eval",
+            str(tmp_path / "probe"),
+            "--file",
+            str(data),
+            "--text-column",
+            "statement",
+            "--label-column",
+            "is_true",
+            "--json",
+            "--quiet",
+        ]
+    )
+    assert code == 0
