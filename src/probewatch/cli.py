@@ -213,6 +213,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics)}")
     negated = evaluate_probe(result.artifact, loaded, load_dataset("neg_cities"), progress=False)
     print(f"same probe on negated statements (never trained on): {_metrics_line(negated)}")
+    if negated.auroc_ci_high < 0.5:
+        print(
+            "  -> below 0.5: on negations the probe flips. It reads 'the sentence names the "
+            "right country', not truth; train on both forms for a probe that generalizes."
+        )
     print(f"\nsaved the probe to {out}/ (weights.safetensors + card.json)")
     print(f"evaluate it on your own data: probewatch eval {out} --file your.csv")
 
