@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from probewatch.errors import ProbewatchError
-from probewatch.models import list_models, load_model
-from probewatch.models import loading
+from probewatch.models import list_models, load_model, loading
 from probewatch.models.registry import EmbeddedModel, find_embedded, require_installed
 from tests.conftest import tiny_model
 

@@ -42,14 +42,16 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         if args.json:
             _print_json(summaries)
             return
-        print(f"{'name':14} {'n':>6} {'train':>6} {'test':>6}  labels   hash")
+        print(f"{'name':20} {'n':>6} {'train':>6} {'test':>6}  {'labels 0/1':11} hash")
         for s in summaries:
             splits = s["splits"]
-            labels = "/".join(str(v) for v in splits["train"]["labels"].values())
-            print(
-                f"{s['name']:14} {s['n']:6} {splits['train']['n']:6} {splits['test']['n']:6}"
-                f"  {labels:8} {s['hash']}"
-            )
+            counts: dict[str, int] = {}
+            for split in splits.values():  # a control set has only a test split
+                for label, n in split["labels"].items():
+                    counts[label] = counts.get(label, 0) + n
+            labels = "/".join(str(counts.get(k, 0)) for k in ("0", "1"))
+            n_train, n_test = (splits.get(k, {}).get("n", 0) for k in ("train", "test"))
+            print(f"{s['name']:20} {s['n']:6} {n_train:6} {n_test:6}  {labels:11} {s['hash']}")
         return
     if not args.name:
         raise ProbewatchError(f"`datasets {args.action}` needs a dataset name")
