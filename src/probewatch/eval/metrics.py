@@ -1,15 +1,20 @@
-"""Classification metrics, with bootstrap confidence intervals.
+"""Classification and regression metrics, with bootstrap confidence intervals.
 
 AUROC is computed exactly as the Mann-Whitney statistic (ties count one half), so it needs no
-threshold and agrees with scikit-learn's `roc_auc_score`.
+threshold and agrees with scikit-learn's `roc_auc_score`. Threshold metrics use the same flag
+rule as `probewatch.eval.calibration`: an example is flagged when its score > threshold.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
 from probewatch.data.base import require_binary_labels
+from probewatch.errors import ProbewatchError
+from probewatch.eval.calibration import threshold_at_fpr
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -73,3 +78,88 @@ def binary_metrics(
         auroc_ci_high=high,
         accuracy=float(((logits > 0) == (labels > 0.5)).mean()),
     )
+
+
+def _aligned(scores: ArrayLike, labels: ArrayLike, what: str) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if s.size != y.size:
+        raise ProbewatchError(f"{s.size} scores but {y.size} labels", hint="they must be aligned")
+    if not np.isfinite(s).all():
+        raise ProbewatchError("the scores contain NaN or infinite values", hint="check the probe")
+    require_binary_labels(y, what)
+    return s, y > 0.5
+
+
+def recall_at_fpr(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    target_fpr: float = 0.01,
+    control_scores: ArrayLike | None = None,
+) -> float:
+    """Fraction of positives flagged at the threshold `threshold_at_fpr` sets on the negatives:
+    those of `control_scores` (a separate benign set) if given, else the negatives among
+    `scores`. The FPR on that negative set is then <= target_fpr."""
+    s, pos = _aligned(scores, labels, "the evaluation data")
+    negatives = s[~pos] if control_scores is None else control_scores
+    threshold = threshold_at_fpr(negatives, target_fpr)
+    return float((s[pos] > threshold).mean())
+
+
+def fpr_at_recall(scores: ArrayLike, labels: ArrayLike, recall: float = 0.99) -> float:
+    """Lowest FPR of any threshold that flags at least `recall` of the positives.
+
+    With k = ceil(recall·n_pos), the threshold sits just below the k-th highest positive
+    score, so negatives tied with that score are flagged (ties count against the probe)."""
+    if not (isinstance(recall, int | float) and 0 < recall <= 1):
+        raise ProbewatchError(f"recall must be in (0, 1], got {recall!r}", hint="e.g. 0.99")
+    s, pos = _aligned(scores, labels, "the evaluation data")
+    positives = np.sort(s[pos])[::-1]
+    k = max(math.ceil(recall * positives.size - 1e-9), 1)
+    cutoff = positives[k - 1]
+    return float((s[~pos] >= cutoff).mean())
+
+
+def _regression_inputs(predictions: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    t = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if p.size != t.size or p.size == 0:
+        raise ProbewatchError(
+            f"{p.size} predictions but {t.size} targets", hint="pass aligned, non-empty arrays"
+        )
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+        raise ProbewatchError("predictions or targets contain NaN or infinite values")
+    return p, t
+
+
+def mae(predictions: ArrayLike, targets: ArrayLike) -> float:
+    """Mean absolute error."""
+    p, t = _regression_inputs(predictions, targets)
+    return float(np.abs(p - t).mean())
+
+
+def r2(predictions: ArrayLike, targets: ArrayLike) -> float:
+    """Coefficient of determination, 1 − SS_res/SS_tot (can be negative: worse than the mean).
+    Note the argument order: predictions first, like every metric here (sklearn's is reversed)."""
+    p, t = _regression_inputs(predictions, targets)
+    total = float(((t - t.mean()) ** 2).sum())
+    if total == 0:
+        raise ProbewatchError(
+            "R² is undefined when every target is the same", hint="evaluate on varied targets"
+        )
+    return 1.0 - float(((t - p) ** 2).sum()) / total
+
+
+@dataclass
+class RegressionMetrics:
+    n: int
+    mae: float
+    r2: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def regression_metrics(predictions: ArrayLike, targets: ArrayLike) -> RegressionMetrics:
+    p, t = _regression_inputs(predictions, targets)
+    return RegressionMetrics(n=int(p.size), mae=mae(p, t), r2=r2(p, t))

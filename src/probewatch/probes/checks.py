@@ -1,0 +1,42 @@
+"""Input checks shared by probe kinds, so every kind refuses bad data with the same message."""
+
+import torch
+
+from probewatch.errors import ProbewatchError
+
+
+def require_features(x: torch.Tensor, what: str = "the activations", ndim: int = 2) -> None:
+    """x must be a finite float tensor with `ndim` dimensions and at least one row."""
+    if not isinstance(x, torch.Tensor):
+        raise ProbewatchError(
+            f"{what} must be a torch tensor, not {type(x).__name__}",
+            hint="convert with torch.as_tensor(...)",
+        )
+    if x.dim() != ndim:
+        raise ProbewatchError(
+            f"{what} must have {ndim} dimensions, got shape {tuple(x.shape)}",
+            hint="pass one row per example: [N, d] (or [N, T, d] for sequences)",
+        )
+    if x.shape[0] == 0:
+        raise ProbewatchError(f"{what} has no rows", hint="check the dataset and split")
+    if not torch.isfinite(x).all():
+        raise ProbewatchError(
+            f"{what} contain NaN or infinite values",
+            hint="check the capture (fp16 overflow is a common cause); try float32 or bfloat16",
+        )
+
+
+def require_targets(y: torch.Tensor, n: int, what: str = "the labels") -> None:
+    """y must be a finite 1-D tensor with one value per example."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ProbewatchError(
+            f"{what} must be a 1-D tensor, got {shape}", hint="pass one label per example"
+        )
+    if y.shape[0] != n:
+        raise ProbewatchError(
+            f"{what} have {y.shape[0]} values but there are {n} examples",
+            hint="activations and labels must be aligned row by row",
+        )
+    if not torch.isfinite(y.double()).all():
+        raise ProbewatchError(f"{what} contain NaN or infinite values", hint="clean the labels")

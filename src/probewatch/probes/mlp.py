@@ -1,0 +1,100 @@
+"""A small non-linear probe: standardize, one hidden ReLU layer, one logit.
+
+Useful as a ceiling for what a linear probe misses. Trained with AdamW (weight decay) and
+early stopping on a seeded random validation split of the training data; deterministic given
+`seed`.
+"""
+
+from typing import Any, Self
+
+import torch
+import torch.nn.functional as F
+
+from probewatch.data.base import require_binary_labels
+from probewatch.errors import ProbewatchError
+from probewatch.probes.base import Probe, register
+from probewatch.probes.checks import require_features, require_targets
+from probewatch.probes.training import TrainSettings, fit_early_stopping, uniform_init
+
+_NAMES = ("scaler.mean", "scaler.scale", "hidden.weight", "hidden.bias", "out.weight", "out.bias")
+
+
+@register
+class MLPProbe(Probe):
+    """score(x) = w₂ · relu(W₁ (x − mean)/scale + b₁) + b₂, a logit."""
+
+    kind = "mlp"
+
+    def __init__(
+        self,
+        hidden: int = 64,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-2,
+        max_epochs: int = 200,
+        patience: int = 10,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        if hidden < 1:
+            raise ProbewatchError(f"hidden must be at least 1, got {hidden}", hint="try 64")
+        self.settings = TrainSettings(
+            lr, weight_decay, max_epochs, patience, batch_size, val_fraction, seed
+        )
+        self.hidden = hidden
+        self.best_epoch: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
+        require_features(x)
+        require_targets(y, x.shape[0])
+        require_binary_labels(y, "the training data")
+        x32, target = x.float(), y.float()
+        mean, scale = x32.mean(dim=0), x32.std(dim=0).nan_to_num(1.0).clamp_min(1e-6)
+        z = (x32 - mean) / scale
+        d = z.shape[1]
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        w1 = uniform_init((self.hidden, d), d, generator)
+        b1 = uniform_init((self.hidden,), d, generator)
+        w2 = uniform_init((self.hidden,), self.hidden, generator)
+        b2 = uniform_init((1,), self.hidden, generator)
+
+        def loss_on(rows: torch.Tensor) -> torch.Tensor:
+            logits = F.relu(z[rows] @ w1.T + b1) @ w2 + b2
+            return F.binary_cross_entropy_with_logits(logits, target[rows])
+
+        self.best_epoch = fit_early_stopping(
+            [w1, w2], [b1, b2], loss_on, target, self.settings, generator
+        )
+        values = (mean, scale, w1, b1, w2, b2)
+        self.state = {n: t.detach().clone() for n, t in zip(_NAMES, values, strict=True)}
+        return self
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        if self.state is None:
+            raise RuntimeError("the probe has not been fitted")
+        return self.state
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        s = self._state()
+        z = (x.float() - s["scaler.mean"]) / s["scaler.scale"]
+        hidden = F.relu(z @ s["hidden.weight"].T + s["hidden.bias"])
+        return hidden @ s["out.weight"] + s["out.bias"]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self._state())
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"hidden": self.hidden, **self.settings.to_dict()}
+        if self.best_epoch is not None:
+            config["fitted"] = {"best_epoch": self.best_epoch}
+        return config
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Self:
+        config = dict(config)
+        fitted = config.pop("fitted", {})
+        probe = cls(**config)
+        probe.best_epoch = fitted.get("best_epoch")
+        probe.state = {name: tensors[name] for name in _NAMES}
+        return probe
