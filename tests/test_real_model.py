@@ -65,12 +65,15 @@ def test_truth_probe_on_cities_reaches_the_target_and_round_trips(
     # A band of middle layers keeps CI fast; `make demo` sweeps all 30.
     result = train_probe(default_model, dataset, "resid.10-14", progress=False, n_boot=500)
     assert result.best_site in {f"resid.{i}" for i in range(10, 15)}
-    assert result.metrics.auroc >= 0.85
-    assert result.metrics.auroc_ci_low > 0.8
+    assert result.metrics.test.auroc >= 0.85
+    assert result.metrics.test.auroc_ci_low > 0.8
+    card = result.artifact.card
+    assert card["threshold"]["target_fpr"] == 0.01 and "validation" in card["threshold"]["set_on"]
+    assert 0 < result.metrics.recall_at_fpr <= 1
     save_probe(result.artifact, tmp_path / "probe")
     back = load_probe(tmp_path / "probe", model=default_model)
     again = evaluate_probe(back, default_model, dataset, progress=False, n_boot=500)
-    assert again.auroc == pytest.approx(result.metrics.auroc, abs=1e-6)
+    assert again.auroc == pytest.approx(result.metrics.test.auroc, abs=1e-6)
 
     data = tmp_path / "mine.jsonl"
     rows = [

@@ -123,6 +123,16 @@ def _metrics_line(metrics: Any) -> str:
     )
 
 
+def _threshold_line(result: Any) -> str:
+    m = result.metrics
+    return (
+        f"threshold at {m.target_fpr:.0%} FPR on {m.control}: recall {m.recall_at_fpr:.3f} "
+        f"on test positives (test FPR {m.test_fpr:.3f}); FPR at 99% recall "
+        f"{m.fpr_at_99_recall:.3f}; calibration error {m.ece_raw:.3f} raw, "
+        f"{m.ece_calibrated:.3f} after Platt"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from probewatch.data import load_dataset
     from probewatch.pipeline import train_probe
@@ -135,13 +145,17 @@ def cmd_train(args: argparse.Namespace) -> None:
             hint="choose another --out, or pass --overwrite",
         )
     dataset = load_dataset(args.dataset, args.seed)
+    control = load_dataset(args.control, args.seed) if args.control else None
     loaded = _load_model(args.model, args.device)
     result = train_probe(
         loaded,
         dataset,
         args.sites,
         positions=args.positions,
-        probe_config={"c": args.c},
+        kind=args.kind,
+        probe_config={"c": args.c} if args.kind == "logistic" else {},
+        control=control,
+        target_fpr=args.target_fpr,
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.quiet,
@@ -153,7 +167,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
         return
     print(_sweep_table(result))
-    print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics)}")
+    print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics.test)}")
+    print(_threshold_line(result))
     print(f"saved to {out}")
 
 
@@ -212,7 +227,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     save_probe(result.artifact, out, overwrite=True)
     print()
     print(_sweep_table(result))
-    print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics)}")
+    print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics.test)}")
+    print(_threshold_line(result))
     negated = evaluate_probe(result.artifact, loaded, load_dataset("neg_cities"), progress=False)
     print(f"same probe on negated statements (never trained on): {_metrics_line(negated)}")
     if negated.auroc_ci_high < 0.5:
@@ -273,7 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", default="all", help="sites to sweep (default: every resid layer)")
     p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
     p.add_argument("--out", required=True, help="probe directory to create")
-    p.add_argument("--c", type=float, default=0.05, help="inverse L2 regularization strength")
+    p.add_argument("--kind", default="logistic", help="probe kind (logistic, mass_mean, ...)")
+    p.add_argument("--c", type=float, default=0.05, help="logistic: inverse L2 strength")
+    p.add_argument(
+        "--control",
+        help="benign control dataset for the threshold (default: the validation negatives)",
+    )
+    p.add_argument("--target-fpr", type=float, default=0.01, help="FPR the threshold is set at")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")

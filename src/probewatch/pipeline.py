@@ -1,9 +1,9 @@
 """The main job as functions: harvest (cached), sweep layers, train the best probe, evaluate.
 
 Layer choice is honest: each layer's probe is fitted on part of the train split and scored on
-a validation part held out *by group* (e.g. by city); the best layer by validation AUROC is
-refitted on the whole train split, and the test split is used once, to report it. The test
-AUROC of every layer is shown too, but never used to choose.
+a validation part held out *by group* (e.g. by city). Validation picks the layer, calibrates
+the scores and (without a separate control set) sets the alarm threshold; the test split is
+used once, to report. The test AUROC of every layer is shown too, but never used to choose.
 """
 
 import hashlib
@@ -18,11 +18,17 @@ import torch
 from probewatch.capture import ActivationCapture
 from probewatch.data.base import Dataset, require_binary
 from probewatch.errors import ProbewatchError
-from probewatch.eval.metrics import BinaryMetrics, auroc, binary_metrics
+from probewatch.eval.calibration import (
+    PlattScaler,
+    expected_calibration_error,
+    threshold_at_fpr,
+)
+from probewatch.eval.metrics import BinaryMetrics, auroc, binary_metrics, fpr_at_recall
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import cache_dir
+from probewatch.probes.aggregators import make_aggregator
 from probewatch.probes.artifact import ProbeArtifact, build_card, check_model
-from probewatch.probes.base import make_probe
+from probewatch.probes.base import Probe, make_probe
 from probewatch.store import ActivationStore, StoredSite, harvest
 
 VALIDATION_FRACTION_OF = 5  # one train group in five validates the layer choice
@@ -89,11 +95,40 @@ class LayerResult:
 
 
 @dataclass
+class ProbeMetrics:
+    """Held-out metrics of a trained probe, with its threshold and calibration."""
+
+    test: BinaryMetrics
+    recall_at_fpr: float  # on test positives, at the control-set threshold
+    test_fpr: float  # realized FPR of that threshold on test negatives
+    fpr_at_99_recall: float
+    ece_raw: float  # expected calibration error of sigmoid(score) on test
+    ece_calibrated: float  # ... after Platt scaling fitted on validation
+    threshold: float
+    target_fpr: float
+    control: str  # what the threshold was set on
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test": self.test.to_dict(),
+            "recall_at_fpr": self.recall_at_fpr,
+            "test_fpr_at_threshold": self.test_fpr,
+            "fpr_at_99_recall": self.fpr_at_99_recall,
+            "ece_raw": self.ece_raw,
+            "ece_calibrated": self.ece_calibrated,
+        }
+
+
+@dataclass
 class TrainResult:
     sweep: list[LayerResult]
     artifact: ProbeArtifact
-    metrics: BinaryMetrics
+    metrics: ProbeMetrics
     store: ActivationStore
+    test_scores: np.ndarray  # raw per-example scores of the chosen probe, for reports
+    test_labels: np.ndarray
+    val_scores: np.ndarray
+    val_labels: np.ndarray
 
     @property
     def best_site(self) -> str:
@@ -104,6 +139,17 @@ def _safe_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return auroc(scores, labels) if 0 < labels.sum() < labels.size else float("nan")
 
 
+@dataclass
+class _Fitted:
+    probe: Probe
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def _split_rows(stored: StoredSite, mask: torch.Tensor) -> StoredSite:
+    return StoredSite(*(t[mask] for t in _fields(stored)))
+
+
 def train_probe(
     loaded: LoadedModel,
     dataset: Dataset,
@@ -111,61 +157,110 @@ def train_probe(
     positions: str = "last",
     kind: str = "logistic",
     probe_config: dict[str, Any] | None = None,
+    control: Dataset | None = None,
+    target_fpr: float = 0.01,
     seed: int = 0,
     n_boot: int = 1000,
     batch_size: int = 32,
     progress: bool = True,
 ) -> TrainResult:
-    """Sweep `sites`, pick the best by grouped validation AUROC, refit it on all train rows,
-    and report held-out test metrics with a bootstrap interval."""
+    """Sweep `sites`; each probe is fitted on the train split minus a validation part held out
+    by group. Validation chooses the site, fits Platt calibration and, unless a separate
+    benign `control` set is given, sets the threshold at `target_fpr` on its negatives. The
+    test split is used once, to report."""
     require_binary(dataset.split("train"), f"the train split of {dataset.name!r}")
     require_binary(dataset.split("test"), f"the test split of {dataset.name!r}")
     config = probe_config or {}
     store = harvest_cached(loaded, dataset, sites, positions, batch_size, progress)
     sweep: list[LayerResult] = []
-    fitted = {}
+    best: tuple[float, str, _Fitted] | None = None
     for site in store.sites:
         stored = store.load(site)
         train, test = stored.rows("train"), stored.rows("test")
-        val = _validation_mask(train, dataset, seed)
-        fit_part = StoredSite(*(t[~val] for t in _fields(train)))
-        val_part = StoredSite(*(t[val] for t in _fields(train)))
+        val_mask = _validation_mask(train, dataset, seed)
+        fit_part, val_part = _split_rows(train, ~val_mask), _split_rows(train, val_mask)
+        require_binary(
+            [dataset.examples[i] for i in set(val_part.example_index.tolist())],
+            f"the validation part of {dataset.name!r}",
+        )
         probe = make_probe(kind, **config).fit(fit_part.acts, fit_part.label)
         val_scores, val_labels, _ = per_example(probe.score(val_part.acts), val_part)
-        full = make_probe(kind, **config).fit(train.acts, train.label)
-        test_scores, test_labels, _ = per_example(full.score(test.acts), test)
-        fitted[site] = (full, test_scores, test_labels)
-        sweep.append(
-            LayerResult(
-                site, _safe_auroc(val_scores, val_labels), _safe_auroc(test_scores, test_labels)
-            )
+        test_scores, test_labels, _ = per_example(probe.score(test.acts), test)
+        result = LayerResult(
+            site, _safe_auroc(val_scores, val_labels), _safe_auroc(test_scores, test_labels)
         )
-    best = max(sweep, key=lambda r: -1.0 if np.isnan(r.val_auroc) else r.val_auroc)
-    probe, test_scores, test_labels = fitted[best.site]
-    metrics = binary_metrics(test_scores, test_labels, n_boot=n_boot, seed=seed)
-    train_rows = dataset.split("train")
+        sweep.append(result)
+        if best is None or result.val_auroc > best[0]:
+            best = (
+                result.val_auroc,
+                site,
+                _Fitted(probe, (val_scores, val_labels), (test_scores, test_labels)),
+            )
+    assert best is not None
+    _, best_site, fitted = best
+    (val_scores, val_labels), (test_scores, test_labels) = fitted.val, fitted.test
+    if control is not None:
+        control_store = harvest_cached(loaded, control, [best_site], positions, progress=progress)
+        control_site = control_store.load(best_site)
+        control_scores, _, _ = per_example(fitted.probe.score(control_site.acts), control_site)
+        control_name = f"{control.name} (separate benign control set, n={control_scores.size})"
+    else:
+        control_scores = val_scores[val_labels == 0]
+        control_name = f"validation negatives of {dataset.name} (n={control_scores.size})"
+    threshold = threshold_at_fpr(control_scores, target_fpr)
+    platt = PlattScaler.fit(val_scores, val_labels)
+    test_neg = test_scores[test_labels == 0]
+    metrics = ProbeMetrics(
+        test=binary_metrics(test_scores, test_labels, n_boot=n_boot, seed=seed),
+        recall_at_fpr=float((test_scores[test_labels == 1] > threshold).mean()),
+        test_fpr=float((test_neg > threshold).mean()),
+        fpr_at_99_recall=fpr_at_recall(test_scores, test_labels, 0.99),
+        ece_raw=expected_calibration_error(1 / (1 + np.exp(-test_scores)), test_labels),
+        ece_calibrated=expected_calibration_error(platt.probabilities(test_scores), test_labels),
+        threshold=threshold,
+        target_fpr=target_fpr,
+        control=control_name,
+    )
+    n_fit = int((~_validation_mask(store.load(best_site).rows("train"), dataset, seed)).sum())
     card = build_card(
-        probe,
+        fitted.probe,
         loaded,
-        best.site,
+        best_site,
         positions,
         dataset={
             "name": dataset.name,
             "hash": dataset.hash,
             "seed": dataset.card.seed,
-            "n_train": len(train_rows),
-            "n_test": len(dataset.split("test")),
+            "n_fit": n_fit,
+            "n_validation": int(val_scores.size),
+            "n_test": int(test_scores.size),
             "source": dataset.card.source,
         },
-        metrics={"test": metrics.to_dict()},
+        metrics=metrics.to_dict(),
         extra={
+            "threshold": {
+                "value": threshold,
+                "target_fpr": target_fpr,
+                "set_on": control_name,
+                "rule": "flag when score > value",
+            },
+            "calibration": {"method": "platt", "fitted_on": "validation", **platt.to_dict()},
             "selection": "best grouped-validation AUROC on the train split; test used once",
             "sweep": [r.__dict__ for r in sweep],
         },
     )
     if positions != "last":
-        card["aggregator"] = "mean"
-    return TrainResult(sweep, ProbeArtifact(probe, card), metrics, store)
+        card["aggregator"] = make_aggregator("mean").config()
+    return TrainResult(
+        sweep,
+        ProbeArtifact(fitted.probe, card),
+        metrics,
+        store,
+        test_scores,
+        test_labels,
+        val_scores,
+        val_labels,
+    )
 
 
 def _fields(stored: StoredSite) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,61 @@
+"""train_probe end to end on a tiny model: honest selection, calibration and thresholds."""
+
+import numpy as np
+import pytest
+
+from probewatch.data.base import Dataset, DatasetCard, Example
+from probewatch.errors import ProbewatchError
+from probewatch.models.loading import LoadedModel
+from probewatch.pipeline import evaluate_probe, train_probe
+
+CARD = DatasetCard("yesno", "toy", "tests", "none", "by hand", "by item")
+
+
+def yes_no(n: int = 120, control: bool = False) -> Dataset:
+    words = ["apple", "river", "stone", "cloud", "lamp", "seed", "bread", "wire"]
+    examples = []
+    for i in range(n):
+        answer = "yes" if i % 2 else "no"
+        label = 0.0 if control else float(answer == "yes")
+        split = "test" if control or i % 5 == 0 else "train"
+        text = f"Is the {words[i % 8]} number {i // 2} real? {'no' if control else answer}"
+        examples.append(Example(text=text, label=label, split=split, group=str(i // 2)))
+    name = "control" if control else "yesno"
+    return Dataset(DatasetCard(name, "toy", "tests", "none", "by hand", "by item"), examples)
+
+
+def test_probe_is_chosen_on_validation_and_thresholded_on_controls(tiny: LoadedModel) -> None:
+    result = train_probe(tiny, yes_no(), "resid.1-3", progress=False, n_boot=200)
+    assert [r.site for r in result.sweep] == ["resid.1", "resid.2", "resid.3"]
+    best = max(result.sweep, key=lambda r: r.val_auroc)
+    assert result.best_site == best.site
+    assert result.metrics.test.auroc > 0.9
+    # The threshold comes from validation negatives, so their FPR is at most the target.
+    val_neg = result.val_scores[result.val_labels == 0]
+    assert (val_neg > result.metrics.threshold).mean() <= 0.01
+    card = result.artifact.card
+    assert card["threshold"]["value"] == result.metrics.threshold
+    assert card["threshold"]["target_fpr"] == 0.01
+    assert {"a", "b"} <= set(card["calibration"])
+    assert card["dataset"]["n_fit"] + card["dataset"]["n_validation"] == len(
+        yes_no().split("train")
+    )
+    assert np.isfinite(result.metrics.ece_calibrated)
+
+
+def test_a_separate_control_set_sets_the_threshold(tiny: LoadedModel) -> None:
+    result = train_probe(
+        tiny, yes_no(), "resid.2", control=yes_no(60, control=True), progress=False, n_boot=100
+    )
+    assert "control" in result.metrics.control and "n=60" in result.metrics.control
+    again = evaluate_probe(result.artifact, tiny, yes_no(), progress=False, n_boot=100)
+    assert again.auroc == pytest.approx(result.metrics.test.auroc)
+
+
+def test_one_class_training_data_is_refused(tiny: LoadedModel) -> None:
+    one_class = Dataset(
+        CARD,
+        [Example(text=f"t {i}", label=1.0, split="train" if i % 2 else "test") for i in range(10)],
+    )
+    with pytest.raises(ProbewatchError, match="only one class"):
+        train_probe(tiny, one_class, "resid.0", progress=False)
