@@ -240,6 +240,45 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"evaluate it on your own data: probewatch eval {out} --file your.csv")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Train (cached), then write the HTML + JSON report with every check."""
+    from probewatch.data import FAMILIES, load_dataset
+    from probewatch.eval.generalization import combine
+    from probewatch.eval.report import build_report
+    from probewatch.pipeline import train_probe
+
+    dataset = load_dataset(args.dataset, args.seed)
+    control = load_dataset(args.control, args.seed) if args.control else None
+    names = args.generalize.split(",") if args.generalize else FAMILIES["truth"]
+    if args.dataset not in FAMILIES["truth"] and not args.generalize:
+        names = []
+    others = [load_dataset(n.strip(), args.seed) for n in names if n.strip()]
+    if others and args.both_forms:
+        # The fix for negation: one probe trained on affirmative and negated forms together.
+        pairs = [d for d in others if d.name in (args.dataset, f"neg_{args.dataset}")]
+        if len(pairs) == 2:
+            others.append(combine(pairs, f"{args.dataset}+neg_{args.dataset}"))
+    loaded = _load_model(args.model, args.device)
+    result = train_probe(
+        loaded,
+        dataset,
+        args.sites,
+        control=control,
+        target_fpr=args.target_fpr,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    command = "probewatch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "probewatch report"
+    report = build_report(loaded, dataset, result, others, command=command, progress=not args.quiet)
+    page, data = report.save(args.out)
+    test = result.metrics.test
+    print(
+        f"best site {result.best_site}: test AUROC {test.auroc:.3f} "
+        f"({test.auroc_ci_low:.3f}-{test.auroc_ci_high:.3f}); {_threshold_line(result)}"
+    )
+    print(f"wrote {page} and {data}")
+
+
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
     p.add_argument("--model", default=default, help="embedded name, local directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
@@ -315,6 +354,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_column_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="train and write an HTML + JSON report with every check")
+    _add_model_args(p)
+    p.add_argument("--dataset", default="cities")
+    p.add_argument("--sites", default="all")
+    p.add_argument(
+        "--generalize",
+        help="comma list of datasets for the generalization matrix "
+        "(default: the truth family when the dataset is in it)",
+    )
+    p.add_argument(
+        "--both-forms",
+        action="store_true",
+        help="also train on the dataset and its negated form together",
+    )
+    p.add_argument("--control", help="benign control dataset for the threshold")
+    p.add_argument("--target-fpr", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="reports/cities")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job: train and evaluate a truth probe end to end")
     p.add_argument("--out", default=str(DEMO_DIR))

@@ -30,6 +30,21 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
+# Families whose members are compared against each other (the generalization matrix).
+FAMILIES: dict[str, list[str]] = {
+    "truth": [
+        "cities",
+        "neg_cities",
+        "capitals",
+        "neg_capitals",
+        "sp_en_trans",
+        "neg_sp_en_trans",
+        "larger_than",
+        "smaller_than",
+    ],
+}
+
+
 def dataset_names() -> list[str]:
     return sorted(BUILDERS)
 
@@ -55,6 +70,7 @@ def load_dataset(
 
 __all__ = [
     "BUILDERS",
+    "FAMILIES",
     "Dataset",
     "DatasetCard",
     "Example",

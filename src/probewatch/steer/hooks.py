@@ -1,0 +1,46 @@
+"""Steering hooks as handles inside context managers: the model is untouched afterwards."""
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from probewatch.errors import ProbewatchError
+from probewatch.sites import layer_list, parse_site, resolve_module
+
+
+def _checked_vector(model: nn.Module, vector: torch.Tensor, scale: float) -> torch.Tensor:
+    d_model = int(model.get_input_embeddings().weight.shape[1])  # type: ignore[operator]
+    if vector.ndim != 1 or vector.shape[0] != d_model:
+        raise ProbewatchError(
+            f"steering vector has shape {tuple(vector.shape)}; the model's d_model is {d_model}",
+            hint="use a vector extracted from this model",
+        )
+    if not math.isfinite(scale) or not bool(torch.isfinite(vector).all()):
+        raise ProbewatchError("steering strength and vector must be finite numbers")
+    param = next(model.parameters())
+    return (vector.to(device=param.device, dtype=param.dtype) * scale).detach()
+
+
+@contextmanager
+def add_vector(
+    model: nn.Module, site: str, vector: torch.Tensor, scale: float = 1.0
+) -> Iterator[None]:
+    """Add `scale * vector` to the output of `site` at every position while inside the block."""
+    target = parse_site(site, len(layer_list(model)))
+    module = resolve_module(model, target)
+    delta = _checked_vector(model, vector, scale)
+
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (output[0] + delta, *output[1:])
+        return output + delta
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
