@@ -59,3 +59,28 @@ def test_one_class_training_data_is_refused(tiny: LoadedModel) -> None:
     )
     with pytest.raises(ProbewatchError, match="only one class"):
         train_probe(tiny, one_class, "resid.0", progress=False)
+
+
+def test_token_positions_use_the_chosen_aggregator_and_eval_honours_it(tiny: LoadedModel) -> None:
+    from probewatch.probes.aggregators import make_aggregator
+
+    result = train_probe(
+        tiny,
+        yes_no(),
+        "resid.2",
+        positions="all",
+        aggregator={"name": "max"},
+        progress=False,
+        n_boot=50,
+    )
+    assert result.artifact.card["aggregator"] == make_aggregator("max").config()
+    # Re-scoring the stored tokens by hand with max gives the reported test scores.
+    from probewatch.pipeline import per_example
+
+    test = result.store.load("resid.2").rows("test")
+    by_hand, _, _ = per_example(result.artifact.score(test.acts), test, make_aggregator("max"))
+    assert by_hand == pytest.approx(result.test_scores)
+    means, _, _ = per_example(result.artifact.score(test.acts), test)
+    assert not np.allclose(means, by_hand)
+    again = evaluate_probe(result.artifact, tiny, yes_no(), progress=False, n_boot=50)
+    assert again.auroc == pytest.approx(result.metrics.test.auroc)

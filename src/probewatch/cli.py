@@ -133,6 +133,21 @@ def _threshold_line(result: Any) -> str:
     )
 
 
+def _aggregator_arg(text: str) -> dict[str, Any]:
+    """'ema_max' or 'rolling_max:window=16' -> {"name": ..., params...}."""
+    name, _, rest = text.partition(":")
+    params: dict[str, Any] = {"name": name.strip()}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ProbewatchError(f"bad aggregator option {item!r}", hint="e.g. ema_max:alpha=0.3")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from probewatch.data import load_dataset
     from probewatch.pipeline import train_probe
@@ -156,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         probe_config={"c": args.c} if args.kind == "logistic" else {},
         control=control,
         target_fpr=args.target_fpr,
+        aggregator=_aggregator_arg(args.aggregator),
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.quiet,
@@ -335,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="benign control dataset for the threshold (default: the validation negatives)",
     )
     p.add_argument("--target-fpr", type=float, default=0.01, help="FPR the threshold is set at")
+    p.add_argument(
+        "--aggregator",
+        default="mean",
+        help="how token scores become one score with "
+        "--positions all/mask: mean, max, last, ema_max, rolling_max:window=8, "
+        "softmax_weighted",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")

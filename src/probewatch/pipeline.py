@@ -26,7 +26,7 @@ from probewatch.eval.calibration import (
 from probewatch.eval.metrics import BinaryMetrics, auroc, binary_metrics, fpr_at_recall
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import cache_dir
-from probewatch.probes.aggregators import make_aggregator
+from probewatch.probes.aggregators import Aggregator, make_aggregator
 from probewatch.probes.artifact import ProbeArtifact, build_card, check_model
 from probewatch.probes.base import Probe, make_probe
 from probewatch.store import ActivationStore, StoredSite, harvest
@@ -64,19 +64,23 @@ def harvest_cached(
 
 
 def per_example(
-    scores: torch.Tensor, stored: StoredSite
+    scores: torch.Tensor, stored: StoredSite, aggregator: Aggregator | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean score per example (one row each for positions='last'); returns scores, labels and
-    example indices, in example order."""
+    """One score per example: its token scores reduced by `aggregator` (default mean), in
+    token order; returns scores, labels and example indices, in example order."""
     index = stored.example_index
     unique, inverse = torch.unique(index, return_inverse=True)
-    sums = torch.zeros(unique.shape[0], dtype=torch.float64).index_add_(0, inverse, scores.double())
-    counts = torch.zeros(unique.shape[0], dtype=torch.float64).index_add_(
-        0, inverse, torch.ones_like(scores, dtype=torch.float64)
-    )
     labels = torch.zeros(unique.shape[0], dtype=torch.float64)
     labels[inverse] = stored.label.double()
-    return (sums / counts).numpy(), labels.numpy(), unique.numpy()
+    if aggregator is None or aggregator.name == "mean":
+        sums = torch.zeros(unique.shape[0], dtype=torch.float64)
+        sums.index_add_(0, inverse, scores.double())
+        counts = torch.bincount(inverse, minlength=unique.shape[0]).double()
+        return (sums / counts).numpy(), labels.numpy(), unique.numpy()
+    order = torch.argsort(inverse * (int(stored.token_index.max()) + 1) + stored.token_index)
+    grouped = torch.split(scores.double()[order], torch.bincount(inverse).tolist())
+    reduced = np.array([aggregator.aggregate(g.numpy()) for g in grouped])
+    return reduced, labels.numpy(), unique.numpy()
 
 
 def _validation_mask(stored: StoredSite, dataset: Dataset, seed: int) -> torch.Tensor:
@@ -159,6 +163,7 @@ def train_probe(
     probe_config: dict[str, Any] | None = None,
     control: Dataset | None = None,
     target_fpr: float = 0.01,
+    aggregator: dict[str, Any] | None = None,
     seed: int = 0,
     n_boot: int = 1000,
     batch_size: int = 32,
@@ -171,6 +176,9 @@ def train_probe(
     require_binary(dataset.split("train"), f"the train split of {dataset.name!r}")
     require_binary(dataset.split("test"), f"the test split of {dataset.name!r}")
     config = probe_config or {}
+    # Token scores of one example are reduced to one score; with positions="last" there is
+    # one token, so every aggregator agrees.
+    agg = make_aggregator(**(aggregator or {"name": "mean"}))
     store = harvest_cached(loaded, dataset, sites, positions, batch_size, progress)
     sweep: list[LayerResult] = []
     best: tuple[float, str, _Fitted] | None = None
@@ -184,8 +192,8 @@ def train_probe(
             f"the validation part of {dataset.name!r}",
         )
         probe = make_probe(kind, **config).fit(fit_part.acts, fit_part.label)
-        val_scores, val_labels, _ = per_example(probe.score(val_part.acts), val_part)
-        test_scores, test_labels, _ = per_example(probe.score(test.acts), test)
+        val_scores, val_labels, _ = per_example(probe.score(val_part.acts), val_part, agg)
+        test_scores, test_labels, _ = per_example(probe.score(test.acts), test, agg)
         result = LayerResult(
             site, _safe_auroc(val_scores, val_labels), _safe_auroc(test_scores, test_labels)
         )
@@ -202,7 +210,7 @@ def train_probe(
     if control is not None:
         control_store = harvest_cached(loaded, control, [best_site], positions, progress=progress)
         control_site = control_store.load(best_site)
-        control_scores, _, _ = per_example(fitted.probe.score(control_site.acts), control_site)
+        control_scores, _, _ = per_example(fitted.probe.score(control_site.acts), control_site, agg)
         control_name = f"{control.name} (separate benign control set, n={control_scores.size})"
     else:
         control_scores = val_scores[val_labels == 0]
@@ -250,7 +258,7 @@ def train_probe(
         },
     )
     if positions != "last":
-        card["aggregator"] = make_aggregator("mean").config()
+        card["aggregator"] = agg.config()
     return TrainResult(
         sweep,
         ProbeArtifact(fitted.probe, card),
@@ -287,5 +295,7 @@ def evaluate_probe(
     require_binary(rows, f"the {split} split of {dataset.name!r}")
     store = harvest_cached(loaded, dataset, [artifact.site], artifact.positions, progress=progress)
     stored = store.load(artifact.site).rows(split)
-    scores, labels, _ = per_example(artifact.score(stored.acts), stored)
+    agg_config = artifact.card.get("aggregator")
+    agg = make_aggregator(**agg_config) if isinstance(agg_config, dict) else None
+    scores, labels, _ = per_example(artifact.score(stored.acts), stored, agg)
     return binary_metrics(scores, labels, n_boot=n_boot)
