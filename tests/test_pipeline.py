@@ -84,3 +84,13 @@ def test_token_positions_use_the_chosen_aggregator_and_eval_honours_it(tiny: Loa
     assert not np.allclose(means, by_hand)
     again = evaluate_probe(result.artifact, tiny, yes_no(), progress=False, n_boot=50)
     assert again.auroc == pytest.approx(result.metrics.test.auroc)
+
+
+def test_a_cached_store_with_more_sites_is_reused(tiny: LoadedModel) -> None:
+    from probewatch.pipeline import harvest_cached
+
+    wide = harvest_cached(tiny, yes_no(), "resid.0-3", progress=False)
+    narrow = harvest_cached(tiny, yes_no(), "resid.2", progress=False)
+    assert narrow.path == wide.path
+    other_positions = harvest_cached(tiny, yes_no(), "resid.2", positions="all", progress=False)
+    assert other_positions.path != wide.path

@@ -60,6 +60,16 @@ def harvest_cached(
         store = ActivationStore.open(path)
         if store.complete:
             return store
+    # A finished store of the same model, data and positions with more sites serves too
+    # (e.g. one site of an all-layer sweep).
+    prefix = f"{dataset.name}-{dataset.hash}-{positions}-"
+    for candidate in sorted(path.parent.glob(prefix + "*")):
+        try:
+            other = ActivationStore.open(candidate)
+        except ProbewatchError:
+            continue
+        if other.complete and set(names) <= set(other.sites):
+            return other
     return harvest(loaded, dataset, names, path, positions, batch_size, progress=progress)
 
 
