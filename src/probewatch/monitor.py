@@ -1,0 +1,398 @@
+"""Live monitoring: generate while scoring every new token with every probe.
+
+    monitor = Monitor(loaded, [load_probe(p, loaded) for p in paths])
+    for step in monitor.stream([[{"role": "user", "content": "Hi"}]]):
+        step.text, step.scores, step.alerts
+
+Cost stays close to zero: forward hooks keep only the newest position of each probed site,
+probes that read the same site are fused into one [d, k] matrix multiply (any probe whose
+score is an affine function of the activation is fused; others are scored on their own), and
+aggregators update in O(1) per token. Decoding is our own KV-cached loop, so scoring needs no
+second forward pass and happens on the device the model runs on.
+"""
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+from transformers import DynamicCache
+
+from probewatch.errors import ProbewatchError
+from probewatch.eval.calibration import PlattScaler
+from probewatch.models.loading import LoadedModel
+from probewatch.probes.aggregators import Aggregator, Stream, make_aggregator
+from probewatch.probes.artifact import ProbeArtifact
+from probewatch.sites import layer_list, parse_site, resolve_module
+from probewatch.steer import add_vector
+
+Message = dict[str, str]
+DEFAULT_AGGREGATOR = {"name": "ema_max", "alpha": 0.3}
+
+
+@dataclass
+class MonitoredProbe:
+    """A probe as the monitor uses it: raw scores are logits; thresholds are on the aggregate."""
+
+    name: str
+    artifact: ProbeArtifact
+    aggregator: Aggregator
+    threshold: float | None  # logit scale, flag when aggregate > threshold
+    platt: PlattScaler | None
+
+    @property
+    def task(self) -> str:
+        return str(getattr(self.artifact.probe, "task", "binary"))
+
+    def probability(self, logit: float) -> float:
+        """Calibrated probability for binary probes; regression outputs pass through clipped."""
+        if self.task == "regression":
+            return min(max(logit, 0.0), 1.0)
+        z = self.platt.a * logit + self.platt.b if self.platt else logit
+        return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+    @classmethod
+    def from_artifact(cls, name: str, artifact: ProbeArtifact) -> "MonitoredProbe":
+        card = artifact.card
+        agg_config = (card.get("monitor") or {}).get("aggregator") or card.get("aggregator")
+        aggregator = make_aggregator(**(agg_config or DEFAULT_AGGREGATOR))
+        threshold = (card.get("threshold") or {}).get("value")
+        calibration = card.get("calibration") or {}
+        platt = PlattScaler.from_dict(calibration) if {"a", "b"} <= set(calibration) else None
+        return cls(name, artifact, aggregator, threshold, platt)
+
+    def describe(self) -> dict[str, Any]:
+        card = self.artifact.card
+        threshold = self.probability(self.threshold) if self.threshold is not None else None
+        return {
+            "name": self.name,
+            "site": self.artifact.site,
+            "kind": card.get("kind"),
+            "task": self.task,
+            "positions": card.get("positions"),
+            "aggregator": self.aggregator.config(),
+            "threshold": threshold,
+            "target_fpr": (card.get("threshold") or {}).get("target_fpr"),
+            "description": card.get("description") or card.get("dataset", {}).get("name", ""),
+            "metrics": card.get("metrics", {}),
+            "version": card.get("created", ""),
+        }
+
+
+def _affine_form(probe: Any, d_model: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(w [d], b) if score(x) == x @ w + b for this probe (checked on random points)."""
+    with torch.no_grad():
+        bias = probe.score(torch.zeros(1, d_model)).reshape(-1)
+        if bias.numel() != 1:
+            return None
+        weight = probe.score(torch.eye(d_model)).reshape(-1) - bias
+        points = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0)) * 10
+        expected = probe.score(points).reshape(-1).double()
+        fused = (points.double() @ weight.double()) + bias.double()
+    if not torch.allclose(fused, expected, rtol=1e-3, atol=1e-3 * (1 + expected.abs().max())):
+        return None
+    return weight.float(), bias.float()
+
+
+class ProbeBank:
+    """Probes grouped by site; the affine ones of a site are one matrix multiply."""
+
+    def __init__(self, probes: Sequence[MonitoredProbe], d_model: int, device: torch.device):
+        self.probes = list(probes)
+        self.sites = sorted({p.artifact.site for p in probes})
+        self._fused: dict[str, tuple[list[int], torch.Tensor, torch.Tensor]] = {}
+        self._other: dict[str, list[int]] = {}
+        for site in self.sites:
+            members = [i for i, p in enumerate(self.probes) if p.artifact.site == site]
+            fused_idx, weights, biases = [], [], []
+            for i in members:
+                form = _affine_form(self.probes[i].artifact.probe, d_model)
+                if form is None:
+                    self._other.setdefault(site, []).append(i)
+                else:
+                    fused_idx.append(i)
+                    weights.append(form[0])
+                    biases.append(form[1])
+            if fused_idx:
+                self._fused[site] = (
+                    fused_idx,
+                    torch.stack(weights, dim=1).to(device),
+                    torch.cat(biases).to(device),
+                )
+
+    def score(self, acts: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        """Raw scores [B, n_probes] (logits) from each site's newest activations [B, d]."""
+        device = next(iter(acts.values())).device if acts else torch.device("cpu")
+        out = torch.empty(batch, len(self.probes), device=device)
+        for site, (idx, weight, bias) in self._fused.items():
+            out[:, idx] = acts[site].to(weight.dtype) @ weight + bias
+        for site, idx in self._other.items():
+            for i in idx:
+                out[:, i] = (
+                    self.probes[i].artifact.probe.score(acts[site].float().cpu()).to(out.device)
+                )
+        return out
+
+
+@dataclass
+class Alert:
+    probe: str
+    token_index: int
+    value: float  # probability scale
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class TokenStep:
+    """One generated token of one conversation of the batch."""
+
+    row: int
+    token_index: int
+    token_id: int
+    text: str  # the new text this token adds (may be "" mid-character)
+    scores: dict[str, float]  # probability per probe at this token
+    aggregates: dict[str, float]  # running aggregate per probe, probability scale
+    alerts: list[Alert]  # alerts that fired at this token
+    progress: float | None
+    finish_reason: str | None = None  # "stop" or "length" on the row's last token
+
+
+@dataclass
+class MonitoredResponse:
+    text: str = ""
+    tokens: list[TokenStep] = field(default_factory=list)
+    prompt_scores: dict[str, float] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    finish_reason: str = "length"
+
+    @property
+    def flagged(self) -> bool:
+        return any(v["flagged"] for v in self.verdicts.values())
+
+
+class _RowState:
+    def __init__(self, probes: Sequence[MonitoredProbe]) -> None:
+        self.streams: list[Stream] = [p.aggregator.stream() for p in probes]
+        self.alerted = [False] * len(probes)
+        self.first_alert: list[int | None] = [None] * len(probes)
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.done = False
+        self.response = MonitoredResponse()
+
+
+class Monitor:
+    """Generates for a batch of conversations while scoring every token with every probe."""
+
+    def __init__(self, loaded: LoadedModel, probes: Sequence[ProbeArtifact | MonitoredProbe]):
+        self.loaded = loaded
+        monitored = [
+            p if isinstance(p, MonitoredProbe) else MonitoredProbe.from_artifact(_name(p), p)
+            for p in probes
+        ]
+        names = [p.name for p in monitored]
+        if len(set(names)) != len(names):
+            raise ProbewatchError(f"probe names must be unique, got {names}")
+        self.probes = monitored
+        self.bank = ProbeBank(monitored, loaded.d_model, loaded.device)
+        self._latest: dict[str, torch.Tensor] = {}
+        eos = {loaded.tokenizer.eos_token_id}
+        for special in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+            token_id = loaded.tokenizer.convert_tokens_to_ids(special)
+            if isinstance(token_id, int) and token_id != loaded.tokenizer.unk_token_id:
+                eos.add(token_id)
+        self.stop_ids = {t for t in eos if t is not None}
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.probes]
+
+    def _hooks(self) -> list[RemovableHandle]:
+        handles = []
+        n_layers = len(layer_list(self.loaded.model))
+        for site in self.bank.sites:
+            module = resolve_module(self.loaded.model, parse_site(site, n_layers))
+
+            def hook(module: nn.Module, args: Any, output: Any, site: str = site) -> None:
+                hidden = output[0] if isinstance(output, tuple) else output
+                self._latest[site] = hidden[:, -1, :].detach()
+
+            handles.append(module.register_forward_hook(hook))
+        return handles
+
+    def _encode(self, conversations: Sequence[Sequence[Message]]) -> tuple[torch.Tensor, ...]:
+        tokenizer = self.loaded.tokenizer
+        if getattr(tokenizer, "chat_template", None):
+            texts = [
+                tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
+                for c in conversations
+            ]
+            special = False
+        else:  # a base model: plain concatenation of the message contents
+            texts = ["\n".join(m["content"] for m in c) for c in conversations]
+            special = True
+        encoded = tokenizer(
+            texts,
+            add_special_tokens=special,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        )
+        device = self.loaded.device
+        return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+
+    @torch.no_grad()
+    def stream(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        steering: tuple[str, torch.Tensor, float] | None = None,
+    ) -> Iterator[TokenStep]:
+        """Yield one TokenStep per generated token per conversation, as they are produced.
+        The last step of each row has `finish_reason`; `responses` collects the results."""
+        if not conversations:
+            raise ProbewatchError("no conversations to generate for")
+        if max_new_tokens < 1:
+            raise ProbewatchError("max_new_tokens must be at least 1")
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ProbewatchError("temperature must be a finite number >= 0")
+        model = self.loaded.model
+        input_ids, attention_mask = self._encode(conversations)
+        generator = torch.Generator(device=input_ids.device)
+        if seed is not None:
+            generator.manual_seed(seed)
+        rows = [_RowState(self.probes) for _ in conversations]
+        self.responses = [row.response for row in rows]
+        handles = self._hooks()
+        steer = (
+            add_vector(model, steering[0], steering[1], steering[2])
+            if steering
+            else contextlib.nullcontext()
+        )
+        try:
+            with steer:
+                position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+                cache = DynamicCache()
+                out = model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                prompt_scores = self.bank.score(self._latest, len(rows)).float().cpu()
+                for i, row in enumerate(rows):
+                    row.response.prompt_scores = {
+                        p.name: p.probability(float(prompt_scores[i, k]))
+                        for k, p in enumerate(self.probes)
+                    }
+                next_position = position_ids[:, -1:] + 1
+                for step in range(max_new_tokens):
+                    logits = out.logits[:, -1, :].float()
+                    if temperature > 0:
+                        probs = torch.softmax(logits / temperature, dim=-1)
+                        next_ids = torch.multinomial(probs, 1, generator=generator)
+                    else:
+                        next_ids = logits.argmax(dim=-1, keepdim=True)
+                    attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids)], dim=1)
+                    out = model(
+                        input_ids=next_ids,
+                        attention_mask=attention_mask,
+                        position_ids=next_position,
+                        past_key_values=out.past_key_values,
+                        use_cache=True,
+                    )
+                    next_position = next_position + 1
+                    scores = self.bank.score(self._latest, len(rows)).float().cpu()
+                    ids = next_ids[:, 0].tolist()
+                    last_step = step == max_new_tokens - 1
+                    for i, row in enumerate(rows):
+                        if row.done:
+                            continue
+                        yield self._advance(row, i, ids[i], scores[i], last_step)
+                    if all(row.done for row in rows):
+                        break
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._latest = {}
+
+    def _advance(
+        self, row: _RowState, i: int, token_id: int, scores: torch.Tensor, last_step: bool
+    ) -> TokenStep:
+        index = len(row.token_ids)
+        stop = token_id in self.stop_ids
+        text = ""
+        if not stop:
+            row.token_ids.append(token_id)
+            full = self.loaded.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+            # Decoding the whole response keeps multi-byte characters and spaces right.
+            text = full[len(row.text) :] if full.startswith(row.text) else full
+            row.text = full
+        probabilities, aggregates, alerts = {}, {}, []
+        progress = None
+        for k, probe in enumerate(self.probes):
+            logit = float(scores[k])
+            probabilities[probe.name] = probe.probability(logit)
+            value = row.streams[k].update(logit)
+            aggregates[probe.name] = probe.probability(value)
+            if probe.task == "regression":
+                progress = probabilities[probe.name]
+            if probe.threshold is not None and not row.alerted[k] and value > probe.threshold:
+                row.alerted[k] = True
+                row.first_alert[k] = index
+                alerts.append(
+                    Alert(
+                        probe.name,
+                        index,
+                        aggregates[probe.name],
+                        probe.probability(probe.threshold),
+                    )
+                )
+        finish = "stop" if stop else ("length" if last_step else None)
+        step = TokenStep(
+            i, index, token_id, text, probabilities, aggregates, alerts, progress, finish
+        )
+        response = row.response
+        response.tokens.append(step)
+        response.alerts.extend(alerts)
+        if finish:
+            row.done = True
+            response.text = row.text
+            response.finish_reason = finish
+            response.verdicts = {
+                p.name: {
+                    "score": p.probability(row.streams[k].value),
+                    "threshold": p.probability(p.threshold) if p.threshold is not None else None,
+                    "flagged": row.alerted[k],
+                    "first_alert_token": row.first_alert[k],
+                }
+                for k, p in enumerate(self.probes)
+                if p.task != "regression"
+            }
+        return step
+
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], **kwargs: Any
+    ) -> list[MonitoredResponse]:
+        """Run `stream` to the end and return one MonitoredResponse per conversation."""
+        for _ in self.stream(conversations, **kwargs):
+            pass
+        return self.responses
+
+
+def _name(artifact: ProbeArtifact) -> str:
+    if artifact.card.get("name"):
+        return str(artifact.card["name"])
+    if artifact.path is not None:
+        return artifact.path.name
+    return str(artifact.card.get("dataset", {}).get("name", "probe"))
