@@ -149,10 +149,20 @@ def test_steering_changes_the_generation_and_then_goes_away(tiny: LoadedModel) -
     monitor.stop_ids = set()
     plain = [t.token_id for t in monitor.generate([CHATS[0]], max_new_tokens=8)[0].tokens]
     vector = torch.randn(tiny.d_model, generator=torch.Generator().manual_seed(3))
-    steered = monitor.generate([CHATS[0]], max_new_tokens=8, steering=("resid.0", vector, 50.0))
+    steered = monitor.generate([CHATS[0]], max_new_tokens=8, steering=[("resid.0", vector, 50.0)])
     assert [t.token_id for t in steered[0].tokens] != plain
     again = [t.token_id for t in monitor.generate([CHATS[0]], max_new_tokens=8)[0].tokens]
     assert again == plain
+
+
+def test_each_conversation_keeps_its_own_limit(tiny: LoadedModel) -> None:
+    monitor = Monitor(tiny, [_artifact(tiny, "resid.1")])
+    monitor.stop_ids = set()
+    short, long = monitor.generate(CHATS, max_new_tokens=[3, 7], temperature=[0.0, 0.0])
+    assert (len(short.tokens), short.finish_reason) == (3, "length")
+    assert (len(long.tokens), long.finish_reason) == (7, "length")
+    alone = monitor.generate([CHATS[1]], max_new_tokens=7)[0]
+    assert [t.token_id for t in long.tokens] == [t.token_id for t in alone.tokens]
 
 
 def test_bad_arguments_are_refused(tiny: LoadedModel) -> None:

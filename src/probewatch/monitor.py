@@ -252,18 +252,27 @@ class Monitor:
     def stream(
         self,
         conversations: Sequence[Sequence[Message]],
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
+        max_new_tokens: int | Sequence[int] = 128,
+        temperature: float | Sequence[float] = 0.0,
         seed: int | None = None,
-        steering: tuple[str, torch.Tensor, float] | None = None,
+        steering: Sequence[tuple[str, torch.Tensor, float]] = (),
     ) -> Iterator[TokenStep]:
         """Yield one TokenStep per generated token per conversation, as they are produced.
-        The last step of each row has `finish_reason`; `responses` collects the results."""
+        The last step of each row has `finish_reason`; `responses` collects the results.
+
+        `max_new_tokens` and `temperature` may be given per conversation (one batch can
+        serve requests with different settings); `steering` adds (site, vector, scale) to the
+        residual stream of the whole batch."""
         if not conversations:
             raise ProbewatchError("no conversations to generate for")
-        if max_new_tokens < 1:
+        n = len(conversations)
+        limits = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        temps = [temperature] * n if isinstance(temperature, int | float) else list(temperature)
+        if len(limits) != n or len(temps) != n:
+            raise ProbewatchError("give one max_new_tokens and temperature per conversation")
+        if min(limits) < 1:
             raise ProbewatchError("max_new_tokens must be at least 1")
-        if not math.isfinite(temperature) or temperature < 0:
+        if not all(math.isfinite(t) and t >= 0 for t in temps):
             raise ProbewatchError("temperature must be a finite number >= 0")
         model = self.loaded.model
         input_ids, attention_mask = self._encode(conversations)
@@ -273,13 +282,12 @@ class Monitor:
         rows = [_RowState(self.probes) for _ in conversations]
         self.responses = [row.response for row in rows]
         handles = self._hooks()
-        steer = (
-            add_vector(model, steering[0], steering[1], steering[2])
-            if steering
-            else contextlib.nullcontext()
-        )
+        temperatures = torch.tensor(temps, device=input_ids.device).unsqueeze(1)
+        sample = temperatures[:, 0] > 0
         try:
-            with steer:
+            with contextlib.ExitStack() as steer:
+                for site, vector, scale in steering:
+                    steer.enter_context(add_vector(model, site, vector, scale))
                 position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
                 cache = DynamicCache()
                 out = model(
@@ -296,13 +304,13 @@ class Monitor:
                         for k, p in enumerate(self.probes)
                     }
                 next_position = position_ids[:, -1:] + 1
-                for step in range(max_new_tokens):
+                for step in range(max(limits)):
                     logits = out.logits[:, -1, :].float()
-                    if temperature > 0:
-                        probs = torch.softmax(logits / temperature, dim=-1)
-                        next_ids = torch.multinomial(probs, 1, generator=generator)
-                    else:
-                        next_ids = logits.argmax(dim=-1, keepdim=True)
+                    next_ids = logits.argmax(dim=-1, keepdim=True)
+                    if bool(sample.any()):
+                        probs = torch.softmax(logits / temperatures.clamp_min(1e-6), dim=-1)
+                        drawn = torch.multinomial(probs, 1, generator=generator)
+                        next_ids = torch.where(sample.unsqueeze(1), drawn, next_ids)
                     attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids)], dim=1)
                     out = model(
                         input_ids=next_ids,
@@ -314,11 +322,10 @@ class Monitor:
                     next_position = next_position + 1
                     scores = self.bank.score(self._latest, len(rows)).float().cpu()
                     ids = next_ids[:, 0].tolist()
-                    last_step = step == max_new_tokens - 1
                     for i, row in enumerate(rows):
                         if row.done:
                             continue
-                        yield self._advance(row, i, ids[i], scores[i], last_step)
+                        yield self._advance(row, i, ids[i], scores[i], step == limits[i] - 1)
                     if all(row.done for row in rows):
                         break
         finally:
