@@ -1,12 +1,13 @@
 """Steering hooks as handles inside context managers: the model is untouched afterwards."""
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from probewatch.errors import ProbewatchError
 from probewatch.sites import layer_list, parse_site, resolve_module
@@ -44,3 +45,37 @@ def add_vector(
         yield
     finally:
         handle.remove()
+
+
+Hook = Callable[[nn.Module, Any, Any], Any]
+
+
+def hidden_of(output: Any) -> torch.Tensor:
+    """The hidden-state tensor of a module's output (blocks and attention may return tuples)."""
+    tensor = output[0] if isinstance(output, tuple | list) else output
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"hooked module returned {type(output).__name__}, not a tensor")
+    return tensor
+
+
+def with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    """`output` with its hidden-state tensor replaced (a new tuple; nothing is mutated)."""
+    if isinstance(output, tuple):
+        return (hidden, *output[1:])
+    if isinstance(output, list):
+        return [hidden, *output[1:]]
+    return hidden
+
+
+@contextmanager
+def registered_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
+    """Register forward hooks in order and remove exactly these handles on exit, also when
+    registering, or the block, raises."""
+    handles: list[RemovableHandle] = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,162 @@
+"""Weight orthogonalization: directional ablation baked into the weights (Arditi et al. 2024).
+
+Every matrix that writes to the residual stream is projected so its output has no component
+along r̂: W ← W − r̂r̂ᵀW for the attention output and MLP down projections (and their biases),
+and each embedding row e ← e − (e·r̂)r̂. The result equals hook-time ablation of the
+embedding, attention and MLP outputs (see interventions.ablate_direction), with no hooks.
+
+Supported: Llama-like families whose sublayer outputs are added to the residual stream
+unnormalized (llama, mistral, qwen2, qwen3, smollm3) and GPT-2. Families with post-sublayer
+norms (Gemma 2/3, OLMo 2) would re-normalize the projected output, so they are refused.
+A tied unembedding is untied first (keeping its original values): ablation touches what the
+blocks read, not what the unembedding reads.
+"""
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from probewatch import __version__
+from probewatch.errors import ProbewatchError
+from probewatch.models.loading import LoadedModel
+from probewatch.paths import atomic_directory, write_json_atomic
+from probewatch.sites import layer_list
+from probewatch.steer.directions import SteeringVector
+from probewatch.steer.interventions import VectorLike, unit_direction
+
+NOTE = "probewatch-intervention.json"
+DIRECTION = "direction.safetensors"
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+SUPPORTED = (*LLAMA_LIKE, "gpt2")
+
+
+def _targets(model: Any) -> tuple[list[torch.Tensor], list[Any], list[Any]]:
+    """(embedding weights, linear writers with weight [d_out, d_in], GPT-2 Conv1D writers).
+
+    `model` is typed Any: the attribute paths differ per family and are checked by type."""
+    model_type = str(getattr(model.config, "model_type", ""))
+    blocks: list[Any] = list(layer_list(model))
+    if model_type in LLAMA_LIKE:
+        linears = [m for b in blocks for m in (b.self_attn.o_proj, b.mlp.down_proj)]
+        return [model.get_input_embeddings().weight], linears, []
+    if model_type == "gpt2":
+        transformer = model.transformer
+        convs = [m for b in blocks for m in (b.attn.c_proj, b.mlp.c_proj)]
+        return [transformer.wte.weight, transformer.wpe.weight], [], convs
+    raise ProbewatchError(
+        f"weight orthogonalization is not supported for model type {model_type!r}",
+        hint=f"supported: {', '.join(SUPPORTED)}; use ablate_direction (hooks) instead",
+    )
+
+
+def _project_rows(weight: torch.Tensor, r: torch.Tensor) -> None:
+    """Rows live in the residual space: w ← w − (w·r)r."""
+    weight.sub_(torch.outer(weight @ r, r))
+
+
+def _project_columns(weight: torch.Tensor, r: torch.Tensor) -> None:
+    """Columns live in the residual space (output = W x): W ← W − r(rᵀW)."""
+    weight.sub_(torch.outer(r, r @ weight))
+
+
+def _tied_output(model: Any) -> Any:
+    output = model.get_output_embeddings()
+    embed = model.get_input_embeddings()
+    if output is not None and output.weight is embed.weight:
+        return output
+    return None
+
+
+@contextmanager
+def orthogonalized(
+    loaded: LoadedModel, direction: VectorLike, site: str | None = None
+) -> Iterator[None]:
+    """Inside the block the model's weights are orthogonalized to the direction; on exit
+    (also on error) every changed weight is copied back and a tied unembedding re-tied."""
+    unit = unit_direction(loaded, direction, site)
+    loaded.fingerprint  # noqa: B018  cache the original weights' fingerprint before changing them
+    model: Any = loaded.model
+    embeddings, linears, convs = _targets(model)
+    params: list[tuple[torch.Tensor, bool]] = [(w, True) for w in embeddings]
+    for module in linears:
+        params.append((module.weight, False))
+        if module.bias is not None:
+            params.append((module.bias, True))
+    for module in convs:
+        params.append((module.weight, True))  # Conv1D: output = x W + b, W is [d_in, d_out]
+        params.append((module.bias, True))
+    saved = [p.detach().clone() for p, _ in params]
+    tied = _tied_output(model)
+    config = model.config
+    tie_flag = getattr(config, "tie_word_embeddings", None)
+    shared = tied.weight if tied is not None else None
+    try:
+        if tied is not None and shared is not None:
+            tied.weight = nn.Parameter(shared.detach().clone(), requires_grad=False)
+            config.tie_word_embeddings = False
+        with torch.no_grad():
+            for param, rows in params:
+                r = unit.to(device=param.device, dtype=torch.float64)
+                work = param.detach().double()
+                if work.ndim == 1:
+                    work -= (work @ r) * r
+                elif rows:
+                    _project_rows(work, r)
+                else:
+                    _project_columns(work, r)
+                param.copy_(work.to(param.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for (param, _), original in zip(params, saved, strict=True):
+                param.copy_(original)
+        if tied is not None and shared is not None:
+            tied.weight = shared
+            config.tie_word_embeddings = tie_flag
+
+
+def save_orthogonalized(
+    loaded: LoadedModel,
+    direction: VectorLike,
+    out: str | Path,
+    site: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an orthogonalized copy of the model (save_pretrained + tokenizer) that
+    `load_model(out)` loads like any other; `probewatch-intervention.json` records what was
+    done and the direction is kept beside it in `direction.safetensors`."""
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise ProbewatchError(
+            f"{target} already exists; refusing to replace it",
+            hint="choose another output directory, or pass --overwrite",
+        )
+    unit = unit_direction(loaded, direction, site)
+    card = direction.card if isinstance(direction, SteeringVector) else None
+    digest = hashlib.sha256(unit.float().numpy().tobytes()).hexdigest()[:16]
+    note: dict[str, Any] = {
+        "intervention": "weight_orthogonalization",
+        "what": "embedding rows and the outputs of every attention o_proj and MLP down_proj "
+        "(with biases) projected orthogonal to the direction; unembedding untied and unchanged",
+        "reference": "Arditi et al. 2024, Refusal in Language Models Is Mediated by a Single "
+        "Direction",
+        "base_model": loaded.describe(),
+        "direction": {"site": site or (card["sites"][0] if card else None), "sha256": digest},
+        "vector_card": card,
+        "probewatch_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with atomic_directory(target, overwrite=overwrite) as scratch:
+        with orthogonalized(loaded, unit.float()):
+            loaded.model.save_pretrained(scratch)
+        loaded.tokenizer.save_pretrained(scratch)
+        save_file({"direction": unit.float().contiguous()}, str(scratch / DIRECTION))
+        write_json_atomic(scratch / NOTE, note)
+    return target
