@@ -295,6 +295,31 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {page} and {data}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from probewatch.server.app import create_app
+    from probewatch.server.config import ServerConfig
+
+    config = ServerConfig(
+        model=args.model,
+        probes_dir=Path(args.probes),
+        vectors_dir=Path(args.vectors) if args.vectors else None,
+        events_db=Path(args.events_db) if args.events_db else None,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        store_text=not args.no_store_text,
+        max_output_tokens=args.max_output_tokens,
+        max_batch=args.max_batch,
+        device=args.device,
+    )
+    app = create_app(config)
+    print(f"probewatch serving {args.model} with the probes in {args.probes}")
+    print(f"dashboard: http://{args.host}:{args.port}/   API: http://{args.host}:{args.port}/v1")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
     p.add_argument("--model", default=default, help="embedded name, local directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
@@ -398,6 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/cities")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server with live probe scores + dashboard")
+    _add_model_args(p)
+    p.add_argument("--probes", default=str(DEMO_DIR / "probes"), help="directory of probes")
+    p.add_argument("--vectors", help="directory of steering vectors")
+    p.add_argument("--events-db", help="SQLite event log (default: in the user cache)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="required beyond loopback (or PROBEWATCH_API_KEY)")
+    p.add_argument("--no-store-text", action="store_true", help="log scores, not text")
+    p.add_argument("--max-output-tokens", type=int, default=512)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.set_defaults(func=cmd_serve)
+
+    from probewatch.server.events_cli import add_events_parser
+
+    add_events_parser(sub)
 
     p = sub.add_parser("demo", help="the main job: train and evaluate a truth probe end to end")
     p.add_argument("--out", default=str(DEMO_DIR))

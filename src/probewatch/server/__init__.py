@@ -1,0 +1,1 @@
+"""The serving stage: HTTP API, dashboard assets and the durable event log."""

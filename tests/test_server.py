@@ -1,0 +1,341 @@
+"""The server end to end on a tiny model: the official openai client, bad input, probes,
+events, batching, and no acknowledged event lost when the process is killed."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+import uvicorn
+
+from probewatch.models.loading import LoadedModel
+from probewatch.probes import ProbeArtifact, make_probe, save_probe
+from probewatch.probes.artifact import build_card
+from probewatch.server.app import create_app
+from probewatch.server.config import ServerConfig
+from probewatch.server.events import EventLog
+from tests.conftest import tiny_model
+
+
+def make_probes(loaded: LoadedModel, root: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, loaded.d_model, generator=gen)
+    for name, site, kind in (("truth", "resid.1", "logistic"), ("progress", "resid.3", "ridge")):
+        y = (x[:, 0] > 0).float() if kind == "logistic" else torch.rand(200, generator=gen)
+        probe = make_probe(kind).fit(x, y)
+        extra = (
+            {
+                "threshold": {"value": -50.0, "target_fpr": 0.01, "set_on": "test"},  # always fires
+                "calibration": {"a": 1.0, "b": 0.0},
+            }
+            if kind == "logistic"
+            else {}
+        )
+        card = build_card(probe, loaded, site, "last", {"name": name, "hash": "x"}, {}, extra)
+        save_probe(ProbeArtifact(probe, card), root / name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, config: ServerConfig, loaded: LoadedModel | None) -> None:
+        self.app = create_app(config, loaded)
+        self.url = f"http://127.0.0.1:{config.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=config.port, log_level="error")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Server":
+        self.thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health").status_code in (200, 503):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.time() + 60
+        while httpx.get(self.url + "/health").status_code != 200:
+            assert time.time() < deadline, "server never became ready"
+            time.sleep(0.05)
+
+    def __exit__(self, *args: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("srv")
+    loaded = tiny_model()
+    make_probes(loaded, root / "probes")
+    config = ServerConfig(
+        probes_dir=root / "probes",
+        events_db=root / "events.sqlite",
+        port=free_port(),
+        max_body_bytes=20_000,
+        max_prompt_tokens=400,
+        max_output_tokens=32,
+        max_batch=8,
+        batch_window_ms=100,
+    )
+    with Server(config, loaded) as server:
+        server.wait_ready()
+        yield server
+
+
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_non_streaming_reads_the_scores(served: Server) -> None:
+    reply = client(served).chat.completions.create(
+        model="tiny-llama",
+        messages=[{"role": "user", "content": "Where is Lyon?"}],
+        max_tokens=6,
+    )
+    extra = reply.model_extra["probewatch"]  # type: ignore[index]
+    assert reply.choices[0].message.content == "".join(t["token"] for t in extra["tokens"])
+    assert len(extra["tokens"]) == reply.usage.completion_tokens  # type: ignore[union-attr]
+    assert set(extra["tokens"][0]["scores"]) == {"truth", "progress"}
+    assert extra["verdicts"]["truth"]["flagged"] is True
+    assert extra["alerts"][0]["probe"] == "truth"
+    assert len(extra["progress"]) == len(extra["tokens"])
+    event = httpx.get(served.url + "/v1/events").json()["data"][0]
+    assert event["id"] == extra["event_id"] and event["flagged"] is True
+
+
+def test_openai_client_streaming_reads_the_scores(served: Server) -> None:
+    stream = client(served).chat.completions.create(
+        model="tiny-llama",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=5,
+        stream=True,
+        extra_body={"probes": ["truth"]},
+    )
+    chunks = list(stream)
+    first, last = chunks[0].model_extra["probewatch"], chunks[-1].model_extra["probewatch"]
+    assert first["probes"][0]["name"] == "truth"
+    tokens = [c.model_extra["probewatch"] for c in chunks[1:]]
+    assert all(set(t["scores"]) == {"truth"} for t in tokens)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert last["verdicts"]["truth"]["flagged"] and last["event_id"]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == httpx.get(served.url + "/v1/events").json()["data"][0]["response"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, ""),
+        ({"json": {"messages": "hello"}}, 400, "messages"),
+        ({"json": {"messages": [{"role": "user", "content": 3}]}}, 400, "content"),
+        ({"json": {"messages": []}}, 400, "messages"),
+        (
+            {"json": {"messages": [{"role": "user", "content": "x"}], "probes": ["nope"]}},
+            400,
+            "unknown probes",
+        ),
+        (
+            {"json": {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000}},
+            400,
+            "limit",
+        ),
+        ({"json": {"messages": [{"role": "user", "content": "x" * 500}]}}, 400, "tokens"),
+        ({"json": {"messages": [{"role": "user", "content": "x" * 30_000}]}}, 413, "limit"),
+        (
+            {"json": {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}},
+            400,
+            "temperature",
+        ),
+        (
+            {"json": {"messages": [{"role": "user", "content": "x"}], "model": "gpt-9"}},
+            404,
+            "not served",
+        ),
+        (
+            {
+                "json": {
+                    "messages": [{"role": "user", "content": "x"}],
+                    "steering": {"vector": "none", "strength": 1},
+                }
+            },
+            400,
+            "steering vector",
+        ),
+    ],
+)
+def test_bad_requests_get_4xx_never_5xx(
+    served: Server,
+    kwargs: dict,
+    status: int,  # type: ignore[type-arg]
+    fragment: str,
+) -> None:
+    response = httpx.post(served.url + "/v1/chat/completions", **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_probe_upload_list_and_delete(served: Server, tmp_path: Path) -> None:
+    loaded = tiny_model()
+    make_probes(loaded, tmp_path)
+    card = (tmp_path / "truth" / "card.json").read_bytes()
+    weights = (tmp_path / "truth" / "weights.safetensors").read_bytes()
+    files = {"card": ("card.json", card), "weights": ("weights.safetensors", weights)}
+    created = httpx.post(served.url + "/v1/probes", data={"name": "truth2"}, files=files)
+    assert created.status_code == 201, created.text
+    names = [p["name"] for p in httpx.get(served.url + "/v1/probes").json()["data"]]
+    assert "truth2" in names
+    pickled = {"card": ("card.json", card), "weights": ("w.pt", b"\x80\x04\x95 pickle")}
+    refused = httpx.post(served.url + "/v1/probes", data={"name": "evil"}, files=pickled)
+    assert refused.status_code == 400 and "unreadable" in refused.json()["error"]["message"]
+    bad_name = httpx.post(served.url + "/v1/probes", data={"name": "../x"}, files=files)
+    assert bad_name.status_code == 400
+    assert httpx.delete(served.url + "/v1/probes/truth2").status_code == 204
+    assert httpx.delete(served.url + "/v1/probes/truth2").status_code == 404
+    probes_dir = Path(served.app.state.server.config.probes_dir)
+    assert any(p.name.startswith("truth2-") for p in (probes_dir / ".deleted").iterdir())
+
+
+def test_concurrent_requests_are_batched(served: Server) -> None:
+    def ask(i: int) -> str:
+        reply = client(served).chat.completions.create(
+            model="tiny-llama",
+            messages=[{"role": "user", "content": f"question {i}"}],
+            max_tokens=4 + i,
+        )
+        return reply.model_extra["probewatch"]["event_id"]  # type: ignore[index]
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = list(pool.map(ask, range(6)))
+    assert len(set(ids)) == 6
+    assert served.app.state.server.batcher.largest_batch > 1
+
+
+def test_openapi_models_and_dashboard(served: Server) -> None:
+    schema = httpx.get(served.url + "/openapi.json").json()
+    assert "/v1/chat/completions" in schema["paths"]
+    assert httpx.get(served.url + "/v1/models").json()["data"][0]["id"] == "tiny-llama"
+    page = httpx.get(served.url + "/")
+    assert page.status_code == 200 and "probe-select" in page.text
+    assert httpx.get(served.url + "/static/app.js").status_code == 200
+
+
+def test_api_key_is_required_beyond_loopback_and_enforced(tmp_path: Path) -> None:
+    from probewatch.errors import ProbewatchError
+
+    with pytest.raises(ProbewatchError, match="API key"):
+        create_app(ServerConfig(host="0.0.0.0", events_db=tmp_path / "e.sqlite"))
+    loaded = tiny_model()
+    config = ServerConfig(
+        probes_dir=tmp_path / "p",
+        events_db=tmp_path / "e.sqlite",
+        port=free_port(),
+        api_key="s3cret",
+    )
+    with Server(config, loaded) as server:
+        server.wait_ready()
+        assert httpx.get(server.url + "/v1/models").status_code == 401
+        headers = {"Authorization": "Bearer wrong"}
+        assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 401
+        headers = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 200
+        assert httpx.get(server.url + "/health").status_code == 200  # health stays open
+
+
+def test_health_is_503_until_the_model_is_ready(tmp_path: Path) -> None:
+    config = ServerConfig(
+        model=str(tmp_path / "no-model"), events_db=tmp_path / "e.sqlite", port=free_port()
+    )
+    with Server(config, None) as server:
+        deadline = time.time() + 30
+        while (health := httpx.get(server.url + "/health")).json().get("status") == "loading":
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert health.status_code == 503 and health.json()["status"] == "error"
+        chat = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "x"}]},
+        )
+        assert chat.status_code == 503
+
+
+KILL_SCRIPT = """
+import sys, uvicorn
+from pathlib import Path
+from probewatch.server.app import create_app
+from probewatch.server.config import ServerConfig
+root = Path(sys.argv[1])
+config = ServerConfig(model=str(root / "model"), probes_dir=root / "probes",
+                      events_db=root / "events.sqlite", port=int(sys.argv[2]))
+uvicorn.run(create_app(config), host="127.0.0.1", port=config.port, log_level="error")
+"""
+
+
+def test_killing_the_server_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    loaded = tiny_model()
+    loaded.model.save_pretrained(tmp_path / "model")
+    loaded.tokenizer.save_pretrained(tmp_path / "model")
+    make_probes(loaded, tmp_path / "probes")
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path), str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline and process.poll() is None, "server did not start"
+            time.sleep(0.1)
+        acknowledged = []
+        for i in range(5):
+            reply = httpx.post(
+                url + "/v1/chat/completions",
+                timeout=60,
+                json={"messages": [{"role": "user", "content": f"message {i}"}], "max_tokens": 4},
+            )
+            acknowledged.append(reply.json()["probewatch"]["event_id"])
+    finally:
+        process.send_signal(signal.SIGKILL)  # right after the last acknowledgement
+        process.wait(timeout=30)
+    with EventLog(tmp_path / "events.sqlite") as log:
+        stored = {event["id"] for event in log.query(limit=100)}
+    assert set(acknowledged) <= stored
+
+
+def test_events_cli_exports_what_the_server_logged(served: Server, tmp_path: Path) -> None:
+    from probewatch.cli import main
+
+    db = served.app.state.server.config.events_db
+    assert main(["events", "--db", str(db), "--export", str(tmp_path / "e.jsonl")]) == 0
+    rows = [json.loads(line) for line in io.StringIO((tmp_path / "e.jsonl").read_text())]
+    assert rows and all("verdicts" in row for row in rows)
