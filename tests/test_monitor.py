@@ -173,3 +173,22 @@ def test_bad_arguments_are_refused(tiny: LoadedModel) -> None:
         monitor.generate(CHATS, temperature=float("nan"))
     with pytest.raises(ProbewatchError, match="unique"):
         Monitor(tiny, [MonitoredProbe.from_artifact("a", _artifact(tiny, "resid.0"))] * 2)
+
+
+def test_prompt_scoped_probes_judge_the_request(tiny: LoadedModel) -> None:
+    artifact = _artifact(tiny, "resid.2", extra={"monitor": {"scope": "prompt"}})
+    probe = MonitoredProbe.from_artifact("harm", artifact)
+    monitor = Monitor(tiny, [probe])
+    monitor.stop_ids = set()
+    first = monitor.generate([CHATS[0]], max_new_tokens=4)[0]
+    prompt_logit = _logit(first.prompt_scores["harm"])
+    assert first.verdicts["harm"]["score"] == pytest.approx(first.prompt_scores["harm"])
+    probe.threshold = prompt_logit - 1e-3  # just below the prompt score: flagged up front
+    flagged = monitor.generate([CHATS[0]], max_new_tokens=4)[0]
+    assert (
+        flagged.verdicts["harm"]["flagged"] and flagged.verdicts["harm"]["first_alert_token"] == -1
+    )
+    assert [a.token_index for a in flagged.alerts] == [-1]
+    assert flagged.tokens[0].alerts == flagged.alerts  # streamed with the first token
+    probe.threshold = prompt_logit + 1e-3
+    assert not monitor.generate([CHATS[0]], max_new_tokens=4)[0].verdicts["harm"]["flagged"]

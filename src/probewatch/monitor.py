@@ -43,6 +43,9 @@ class MonitoredProbe:
     aggregator: Aggregator
     threshold: float | None  # logit scale, flag when aggregate > threshold
     platt: PlattScaler | None
+    # "prompt": the probe judges the request (trained at the last prompt token, e.g. harm);
+    # its verdict is the prompt score. "response": it judges the generated tokens.
+    scope: str = "response"
 
     @property
     def task(self) -> str:
@@ -63,7 +66,10 @@ class MonitoredProbe:
         threshold = (card.get("threshold") or {}).get("value")
         calibration = card.get("calibration") or {}
         platt = PlattScaler.from_dict(calibration) if {"a", "b"} <= set(calibration) else None
-        return cls(name, artifact, aggregator, threshold, platt)
+        scope = str((card.get("monitor") or {}).get("scope", "response"))
+        if scope not in ("prompt", "response"):
+            raise ProbewatchError(f"probe {name!r}: unknown monitor scope {scope!r}")
+        return cls(name, artifact, aggregator, threshold, platt, scope)
 
     def describe(self) -> dict[str, Any]:
         card = self.artifact.card
@@ -73,6 +79,7 @@ class MonitoredProbe:
             "site": self.artifact.site,
             "kind": card.get("kind"),
             "task": self.task,
+            "scope": self.scope,
             "positions": card.get("positions"),
             "aggregator": self.aggregator.config(),
             "threshold": threshold,
@@ -303,6 +310,15 @@ class Monitor:
                         p.name: p.probability(float(prompt_scores[i, k]))
                         for k, p in enumerate(self.probes)
                     }
+                    for k, p in enumerate(self.probes):
+                        value = float(prompt_scores[i, k])
+                        if p.scope == "prompt" and p.threshold is not None and value > p.threshold:
+                            # Input monitoring: flagged before the first token is generated.
+                            row.alerted[k] = True
+                            row.first_alert[k] = -1
+                            row.response.alerts.append(
+                                Alert(p.name, -1, p.probability(value), p.probability(p.threshold))
+                            )
                 next_position = position_ids[:, -1:] + 1
                 for step in range(max(limits)):
                     logits = out.logits[:, -1, :].float()
@@ -345,7 +361,10 @@ class Monitor:
             # Decoding the whole response keeps multi-byte characters and spaces right.
             text = full[len(row.text) :] if full.startswith(row.text) else full
             row.text = full
-        probabilities, aggregates, alerts = {}, {}, []
+        probabilities, aggregates = {}, {}
+        # Alerts raised on the prompt travel with the first token, so streams show them early.
+        alerts = [a for a in row.response.alerts if a.token_index == -1] if index == 0 else []
+        prompt_alerts = len(alerts)
         progress = None
         for k, probe in enumerate(self.probes):
             logit = float(scores[k])
@@ -354,6 +373,8 @@ class Monitor:
             aggregates[probe.name] = probe.probability(value)
             if probe.task == "regression":
                 progress = probabilities[probe.name]
+            if probe.scope == "prompt":
+                continue
             if probe.threshold is not None and not row.alerted[k] and value > probe.threshold:
                 row.alerted[k] = True
                 row.first_alert[k] = index
@@ -371,14 +392,16 @@ class Monitor:
         )
         response = row.response
         response.tokens.append(step)
-        response.alerts.extend(alerts)
+        response.alerts.extend(alerts[prompt_alerts:])
         if finish:
             row.done = True
             response.text = row.text
             response.finish_reason = finish
             response.verdicts = {
                 p.name: {
-                    "score": p.probability(row.streams[k].value),
+                    "score": response.prompt_scores[p.name]
+                    if p.scope == "prompt"
+                    else p.probability(row.streams[k].value),
                     "threshold": p.probability(p.threshold) if p.threshold is not None else None,
                     "flagged": row.alerted[k],
                     "first_alert_token": row.first_alert[k],
