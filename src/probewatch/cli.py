@@ -223,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Build the cities data, harvest every layer, sweep, train, evaluate, save the probe."""
+    """The main job: the truth-probe table, then the monitoring suite, then the server."""
     from probewatch.data import load_dataset
     from probewatch.pipeline import evaluate_probe, train_probe
     from probewatch.probes import save_probe
@@ -238,7 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "no city in both"
     )
     result = train_probe(loaded, dataset, "all", progress=not args.quiet)
-    out = Path(args.out) / "probes" / "cities"
+    # Not among the served probes: a statement probe is not a per-token response monitor.
+    out = Path(args.out) / "truth" / "cities"
     # The demo's own output directory: replaced atomically on every run.
     save_probe(result.artifact, out, overwrite=True)
     print()
@@ -254,6 +255,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
         )
     print(f"\nsaved the probe to {out}/ (weights.safetensors + card.json)")
     print(f"evaluate it on your own data: probewatch eval {out} --file your.csv")
+    if args.no_serve:
+        return
+    from probewatch.suite import train_suite
+
+    print("\ntraining the monitoring suite (once; cached in runs/demo/probes)")
+    train_suite(loaded, out.parent, progress=not args.quiet, report=lambda line: print(f"  {line}"))
+    serve = argparse.Namespace(
+        model="default",
+        probes=str(out.parent),
+        vectors=None,
+        events_db=None,
+        host="127.0.0.1",
+        port=args.port,
+        api_key=None,
+        no_store_text=False,
+        max_output_tokens=512,
+        max_batch=8,
+        device=args.device,
+    )
+    cmd_serve(serve)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -445,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEMO_DIR))
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-serve", action="store_true", help="stop after the truth-probe table")
+    p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_demo)
     return parser
 
