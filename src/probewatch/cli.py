@@ -259,11 +259,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return
     from probewatch.suite import train_suite
 
-    print("\ntraining the monitoring suite (once; cached in runs/demo/probes)")
-    train_suite(loaded, out.parent, progress=not args.quiet, report=lambda line: print(f"  {line}"))
+    suite_dir = Path(args.out) / "probes"
+    print(f"\ntraining the monitoring suite (once; cached in {suite_dir})")
+    train_suite(loaded, suite_dir, progress=not args.quiet, report=lambda line: print(f"  {line}"))
     serve = argparse.Namespace(
         model="default",
-        probes=str(out.parent),
+        probes=str(suite_dir),
         vectors=None,
         events_db=None,
         host="127.0.0.1",
