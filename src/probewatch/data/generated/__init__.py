@@ -1,0 +1,36 @@
+"""Datasets labelled by what the model itself generates (deception, hallucination,
+sandbagging, progress through a response).
+
+Each builder takes the loaded model, a seed and an optional limit on the number of
+underlying items; generations are cached on disk per model fingerprint (see generate.py).
+"""
+
+from collections.abc import Callable
+
+from probewatch.data.base import Dataset
+from probewatch.data.generated.instructed import build_deception_instructed
+from probewatch.data.generated.knowledge import build_knowledge_qa
+from probewatch.data.generated.progress import build_thinking_progress
+from probewatch.data.generated.roleplay import build_deception_roleplay
+from probewatch.data.generated.sandbagging import build_sandbagging
+from probewatch.models.loading import LoadedModel
+
+GeneratedBuilder = Callable[[LoadedModel, int, int | None], Dataset]
+
+GENERATED_BUILDERS: dict[str, GeneratedBuilder] = {
+    "deception_instructed": build_deception_instructed,
+    "deception_roleplay": build_deception_roleplay,
+    "knowledge_qa": build_knowledge_qa,
+    "sandbagging": build_sandbagging,
+    "thinking_progress": build_thinking_progress,
+}
+
+__all__ = [
+    "GENERATED_BUILDERS",
+    "GeneratedBuilder",
+    "build_deception_instructed",
+    "build_deception_roleplay",
+    "build_knowledge_qa",
+    "build_sandbagging",
+    "build_thinking_progress",
+]

@@ -1,0 +1,81 @@
+"""knowledge_qa: does the model state the right answer to an entity question (hallucination)?
+
+The model answers capital / country-of-city / continent / currency questions (GeoNames
+facts); each answer is graded against gold names with aliases (see grading.py). Label 1 = the
+answer states a wrong entity (hallucinated), 0 = it states the gold one. Refusals, answers
+naming both gold and another entity, and answers naming neither are dropped and counted.
+
+`messages` ends with the answer, so positions="mask" covers the whole answer;
+meta["answer_span"] = [start, end) characters of the graded entity in the answer text.
+"""
+
+from collections import Counter
+
+from probewatch.data.base import Dataset, Example
+from probewatch.data.generated.common import make_card, require_classes, select, split_for
+from probewatch.data.generated.facts import ATTRIBUTION, LICENSE, questions
+from probewatch.data.generated.generate import generated_by
+from probewatch.data.generated.qa import QA_SETTINGS, ask, with_response
+from probewatch.models.loading import LoadedModel
+
+NAME = "knowledge_qa"
+
+
+def build_knowledge_qa(loaded: LoadedModel, seed: int = 0, limit: int | None = None) -> Dataset:
+    chosen = select(questions(), lambda q: q.key, seed, limit)
+    answered = ask(loaded, chosen)
+    made_by = generated_by(loaded, QA_SETTINGS)
+    outcomes: Counter[str] = Counter()
+    examples = []
+    for question, (conv, gen, grade) in zip(chosen, answered, strict=True):
+        outcomes[grade.verdict] += 1
+        if grade.ambiguous or grade.span is None:
+            continue
+        examples.append(
+            Example(
+                text=gen.response,
+                label=float(grade.verdict == "wrong"),
+                split=split_for(question.group, seed),
+                group=question.group,
+                messages=with_response(conv, gen.response),
+                meta={
+                    "kind": question.kind,
+                    "question": question.question,
+                    "gold": question.answer,
+                    "aliases": list(question.gold[:8]),  # GeoNames lists dozens for capitals
+                    "stated": grade.stated,
+                    "verdict": grade.verdict,
+                    "answer_span": list(grade.span),
+                    "finished": gen.finished,
+                    "generated_by": made_by,
+                    **question.meta,
+                },
+            )
+        )
+    require_classes(
+        NAME,
+        examples,
+        {
+            0: "the model answered none of the graded questions correctly",
+            1: "the model answered every graded question correctly",
+        },
+    )
+    card = make_card(
+        NAME,
+        "The model's own answers to entity questions (capital, country of a city, continent, "
+        "currency); label 1 = hallucinated (wrong) answer, 0 = correct",
+        ATTRIBUTION,
+        LICENSE,
+        f"{len(chosen)} questions (seeded subset) asked with the model's default system prompt "
+        "and 'Answer in one short sentence.'; greedy answers graded against GeoNames gold names "
+        "and aliases (accents, case, punctuation and leading articles ignored, whole words); "
+        "answers that refuse, name both gold and another entity, or name neither are dropped. "
+        f"Grades: {dict(sorted(outcomes.items()))}. meta.answer_span is the graded entity's "
+        "character span in the answer.",
+        "country (a city's question goes with its country)",
+        seed,
+        loaded,
+        QA_SETTINGS,
+        examples,
+    )
+    return Dataset(card, examples)

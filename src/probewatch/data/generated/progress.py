@@ -1,0 +1,157 @@
+"""thinking_progress (regression): how far through its own response is the model?
+
+The model answers "Explain step by step ..." prompts (topics written for this project); each
+response that ends on its own (EOS / end of turn within max_new_tokens) becomes one example.
+Responses cut off by max_new_tokens are dropped and counted: their true end is unknown, so
+"fraction completed" would be wrong for them.
+
+Alignment with tokens.py: `messages` ends with the response, so `encode_chats` marks the
+response's tokens (the chat-template tokens overlapping the response's characters) as the
+positions of interest. meta["progress"] has exactly one value per marked token, in order:
+the k-th marked token (k = 1..n) gets k / n, so the last response token is 1.0. The marked
+tokens are those of the re-tokenized rendered chat, which can differ from the generated token
+ids (BPE can merge differently); `n` is computed with encode_chats itself, so the targets line
+up with what capture(positions="mask") returns. `label` = the mean target, (n + 1) / (2n),
+a placeholder that keeps the summary readable; per-token targets are the real signal.
+"""
+
+from collections import Counter
+
+from probewatch.data.base import Dataset, Example
+from probewatch.data.generated.common import make_card, select, split_for
+from probewatch.data.generated.generate import GenerationSettings, generate, generated_by
+from probewatch.errors import ProbewatchError
+from probewatch.models.loading import LoadedModel
+from probewatch.tokens import encode_chats
+
+NAME = "thinking_progress"
+SETTINGS = GenerationSettings(max_new_tokens=160, batch_size=8)
+PROMPT = "Explain step by step how {topic}. Keep it brief."
+
+TOPICS: tuple[str, ...] = (
+    "a bill becomes a law",
+    "bread rises",
+    "to change a flat tyre",
+    "vaccines train the immune system",
+    "to solve a quadratic equation",
+    "rainbows form",
+    "to make a cup of tea",
+    "a refrigerator keeps food cold",
+    "plants make food from sunlight",
+    "to plant a tree",
+    "a letter gets from one city to another by post",
+    "to boil an egg",
+    "an airplane stays in the air",
+    "to wash clothes by hand",
+    "the heart pumps blood",
+    "to set up a new email account",
+    "clouds produce rain",
+    "to write a good essay",
+    "a battery stores energy",
+    "to cook rice on a stove",
+    "a volcano erupts",
+    "to tie a shoelace",
+    "a search engine finds web pages",
+    "to make a paper airplane",
+    "the moon causes tides",
+    "to budget a monthly salary",
+    "a seed grows into a plant",
+    "to brush your teeth properly",
+    "recycling turns old bottles into new ones",
+    "to find the area of a triangle",
+    "a bicycle's gears work",
+    "to prepare for a job interview",
+    "earthquakes happen",
+    "to make a sandwich",
+    "a camera takes a picture",
+    "to learn a new language",
+    "soap removes dirt",
+    "to pack a suitcase for a trip",
+    "the seasons change during the year",
+    "to convert Celsius to Fahrenheit",
+    "a thermostat controls temperature",
+    "to start a small vegetable garden",
+    "a microwave heats food",
+    "to make pancakes",
+    "the water cycle works",
+    "to back up files on a computer",
+    "a compass shows north",
+    "to write a thank-you letter",
+    "ice melts",
+    "to add two fractions",
+    "electricity reaches a house",
+    "to care for a houseplant",
+    "a bee makes honey",
+    "to calculate a tip at a restaurant",
+    "sound travels through the air",
+    "to make a simple budget spreadsheet",
+    "a caterpillar becomes a butterfly",
+    "to clean a kitchen",
+    "a lock and key work",
+    "to train for a 5 km run",
+)
+
+
+def progress_targets(n_tokens: int) -> list[float]:
+    return [round((k + 1) / n_tokens, 6) for k in range(n_tokens)]
+
+
+def build_thinking_progress(
+    loaded: LoadedModel, seed: int = 0, limit: int | None = None
+) -> Dataset:
+    topics = select(list(TOPICS), lambda t: t, seed, limit)
+    convs = [({"role": "user", "content": PROMPT.format(topic=t)},) for t in topics]
+    generations = generate(loaded, convs, SETTINGS)
+    made_by = generated_by(loaded, SETTINGS)
+    outcomes: Counter[str] = Counter()
+    examples = []
+    for topic, conv, gen in zip(topics, convs, generations, strict=True):
+        if not gen.finished or not gen.response:
+            outcomes["truncated" if not gen.finished else "empty"] += 1
+            continue
+        outcomes["finished"] += 1
+        messages = (*conv, {"role": "assistant", "content": gen.response})
+        batch = encode_chats(loaded.tokenizer, [messages])
+        assert batch.token_mask is not None  # encode_chats always marks the last message
+        n = int(batch.token_mask.sum())
+        targets = progress_targets(n)
+        examples.append(
+            Example(
+                text=gen.response,
+                label=round(sum(targets) / n, 6),
+                split=split_for(topic, seed),
+                group=topic,
+                messages=messages,
+                meta={
+                    "topic": topic,
+                    "progress": targets,
+                    "n_response_tokens": n,
+                    "n_generated_tokens": gen.n_tokens,
+                    "generated_by": made_by,
+                },
+            )
+        )
+    if not examples:
+        raise ProbewatchError(
+            f"dataset {NAME}: no response finished within {SETTINGS.max_new_tokens} new tokens "
+            f"({dict(outcomes)})",
+            hint="raise limit, or use a model that ends its answers",
+        )
+    card = make_card(
+        NAME,
+        "The model's own step-by-step explanations; per-token target = fraction of the "
+        "response completed (meta.progress, aligned to the response mask of encode_chats)",
+        f"{len(TOPICS)} explanation topics written for probewatch",
+        "Apache-2.0 (prompts, as the code); generated text: see the model's licence",
+        f"{len(topics)} prompts (seeded subset) {PROMPT!r}; greedy, max_new_tokens="
+        f"{SETTINGS.max_new_tokens}; responses cut by the limit are dropped. The k-th of the n "
+        "response tokens marked by tokens.encode_chats gets k/n; label = mean target. "
+        f"Outcomes: {dict(sorted(outcomes.items()))}.",
+        "topic",
+        seed,
+        loaded,
+        SETTINGS,
+        examples,
+        task="regression",
+    )
+    return Dataset(card, examples)
