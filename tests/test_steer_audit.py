@@ -141,19 +141,24 @@ def test_report_structure_on_a_tiny_model(tiny: LoadedModel) -> None:
 def test_small_real_audit_of_ablation(default_model: LoadedModel) -> None:
     """Ablating a harmful-minus-harmless direction must not raise refusal on harmful requests
     beyond noise, and the report must be complete. n=16 per set, 16 new tokens."""
+    from probewatch.capture import ActivationCapture
     from probewatch.data import load_dataset
-    from probewatch.steer import extract_directions
+    from probewatch.steer.directions import directions_from_activations
 
-    dataset = load_dataset("harmful_vs_harmless")
-    train = [i for i, e in enumerate(dataset.examples) if e.split == "train"][:160]
-    vector = extract_directions(default_model, dataset, "resid.12", rows=train)
+    train = [e for e in load_dataset("harmful_vs_harmless").examples if e.split == "train"][:64]
+    batch = encode_chats(default_model.tokenizer, [[dict(m) for m in e.messages] for e in train])
+    with ActivationCapture(default_model.model, ["resid.12"], "last") as capture:
+        acts = capture.run(batch).acts
+    labels = torch.tensor([e.label for e in train])
+    direction = directions_from_activations(acts, labels)["resid.12"]
     intervention = Intervention(
-        "ablate", lambda: ablate_direction(default_model, vector["resid.12"]), {"mode": "ablate"}
+        "ablate", lambda: ablate_direction(default_model, direction), {"mode": "ablate"}
     )
-    data = audit_data(16)
-    report = run_audit(default_model, intervention, max_new_tokens=16, batch_size=16, data=data)
+    report = run_audit(
+        default_model, intervention, max_new_tokens=16, batch_size=16, data=audit_data(16)
+    )
     harmful = report.refusal["harmful"]
-    assert harmful.n == 16
+    assert harmful.n == 16 and report.refusal["benign"].n == 16
     assert harmful.change.ci_low <= 0.0  # no increase beyond noise
     assert report.kl_mean.value >= 0 and report.perplexity_original > 1
     assert json.loads(report.to_json())["verdict"] == report.verdict

@@ -194,3 +194,9 @@ def test_corrupt_vectors_are_refused(tiny: LoadedModel, tmp_path: Path) -> None:
     with pytest.raises(ProbewatchError, match="NaN"):
         load_vector(nan_path)
     assert load_vector(good).sites == ["resid.1"]
+
+
+def test_only_the_asked_sites_come_back_from_a_larger_cached_store(tiny: LoadedModel) -> None:
+    dataset = contrast_dataset()
+    extract_directions(tiny, dataset, "resid.*")
+    assert extract_directions(tiny, dataset, ["resid.2"]).sites == ["resid.2"]

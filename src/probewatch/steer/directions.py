@@ -32,7 +32,7 @@ from probewatch.paths import atomic_directory, write_json_atomic
 from probewatch.pipeline import harvest_cached
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.probes.pca import top_component
-from probewatch.sites import parse_site
+from probewatch.sites import expand_sites, parse_site
 
 FORMAT = "probewatch-vector/1"
 VECTORS = "vector.safetensors"
@@ -209,7 +209,8 @@ def extract_directions(
     keep = set(rows) if rows is not None else None
     acts: dict[str, torch.Tensor] = {}
     labels = torch.empty(0)
-    for site in store.sites:
+    wanted = [s.name for s in expand_sites(sites, loaded.n_layers)]
+    for site in wanted:  # a reused store may hold more sites than were asked for
         stored = store.load(site)
         if keep is None:
             stored = stored.rows(split)
