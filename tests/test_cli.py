@@ -213,3 +213,14 @@ def test_the_installed_entry_point_runs_without_a_traceback() -> None:
     )
     assert result.returncode == 2
     assert "no probe directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generated_datasets_are_named_and_need_a_model(capsys) -> None:  # type: ignore[no-untyped-def]
+    from probewatch.data import GENERATED
+    from probewatch.data.generated import GENERATED_BUILDERS
+
+    assert set(GENERATED) == set(GENERATED_BUILDERS)
+    code, out, _ = run(["datasets", "list"], capsys)
+    assert code == 0 and "knowledge_qa" in out
+    code, _, err = run(["datasets", "show", "deception_instructed"], capsys)
+    assert code == 2 and "--model" in err

@@ -35,10 +35,16 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from probewatch.data import dataset_names, load_dataset
+    from probewatch.data import GENERATED, dataset_names, load_dataset
 
+    loaded = _load_model(args.model, args.device) if args.model else None
     if args.action == "list":
         summaries = [load_dataset(name, seed=args.seed).summary() for name in dataset_names()]
+        if loaded is not None:
+            summaries += [
+                load_dataset(name, args.seed, model=loaded, limit=args.limit).summary()
+                for name in GENERATED
+            ]
         if args.json:
             _print_json(summaries)
             return
@@ -52,10 +58,15 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             labels = "/".join(str(counts.get(k, 0)) for k in ("0", "1"))
             n_train, n_test = (splits.get(k, {}).get("n", 0) for k in ("train", "test"))
             print(f"{s['name']:20} {s['n']:6} {n_train:6} {n_test:6}  {labels:11} {s['hash']}")
+        if loaded is None:
+            print(
+                f"generated from the model's own answers (add --model default to build and "
+                f"count; cached): {', '.join(GENERATED)}"
+            )
         return
     if not args.name:
         raise ProbewatchError(f"`datasets {args.action}` needs a dataset name")
-    dataset = load_dataset(args.name, seed=args.seed)
+    dataset = load_dataset(args.name, seed=args.seed, model=loaded, limit=args.limit)
     if args.action == "show":
         card = dataset.describe()
         if args.json:
@@ -91,8 +102,15 @@ def cmd_harvest(args: argparse.Namespace) -> None:
     from probewatch.data import load_dataset
     from probewatch.store import harvest
 
-    dataset = load_dataset(args.dataset, args.seed, args.text_column, args.label_column)
     loaded = _load_model(args.model, args.device)
+    dataset = load_dataset(
+        args.dataset,
+        args.seed,
+        args.text_column,
+        args.label_column,
+        model=loaded,
+        limit=args.limit,
+    )
     store = harvest(
         loaded,
         dataset,
@@ -159,9 +177,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"{out} already exists; refusing to replace a saved probe",
             hint="choose another --out, or pass --overwrite",
         )
-    dataset = load_dataset(args.dataset, args.seed)
-    control = load_dataset(args.control, args.seed) if args.control else None
     loaded = _load_model(args.model, args.device)
+    dataset = load_dataset(args.dataset, args.seed, model=loaded, limit=args.limit)
+    control = load_dataset(args.control, args.seed, model=loaded) if args.control else None
     result = train_probe(
         loaded,
         dataset,
@@ -194,14 +212,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from probewatch.probes import load_probe
 
     artifact = load_probe(args.probe)
-    if args.file:
-        dataset = load_file(args.file, args.text_column, args.label_column)
-    elif args.dataset:
-        dataset = load_dataset(args.dataset, args.seed, args.text_column, args.label_column)
-    else:
+    if not (args.file or args.dataset):
         raise ProbewatchError("say what to evaluate on", hint="--dataset NAME or --file DATA.csv")
     model_spec = args.model or artifact.card["model"]["name"]
     loaded = _load_model(model_spec, args.device)
+    if args.file:
+        dataset = load_file(args.file, args.text_column, args.label_column)
+    else:
+        dataset = load_dataset(
+            args.dataset, args.seed, args.text_column, args.label_column, model=loaded
+        )
     split = "test" if args.file else args.split
     metrics = evaluate_probe(
         artifact, loaded, dataset, split, args.allow_model_mismatch, progress=not args.quiet
@@ -285,18 +305,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     from probewatch.eval.report import build_report
     from probewatch.pipeline import train_probe
 
-    dataset = load_dataset(args.dataset, args.seed)
-    control = load_dataset(args.control, args.seed) if args.control else None
+    loaded = _load_model(args.model, args.device)
+    dataset = load_dataset(args.dataset, args.seed, model=loaded)
+    control = load_dataset(args.control, args.seed, model=loaded) if args.control else None
     names = args.generalize.split(",") if args.generalize else FAMILIES["truth"]
     if args.dataset not in FAMILIES["truth"] and not args.generalize:
         names = []
-    others = [load_dataset(n.strip(), args.seed) for n in names if n.strip()]
+    others = [load_dataset(n.strip(), args.seed, model=loaded) for n in names if n.strip()]
     if others and args.both_forms:
         # The fix for negation: one probe trained on affirmative and negated forms together.
         pairs = [d for d in others if d.name in (args.dataset, f"neg_{args.dataset}")]
         if len(pairs) == 2:
             others.append(combine(pairs, f"{args.dataset}+neg_{args.dataset}"))
-    loaded = _load_model(args.model, args.device)
     result = train_probe(
         loaded,
         dataset,
@@ -367,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="export: output .jsonl file")
+    p.add_argument("--model", help="build the generated datasets with this model")
+    p.add_argument("--device", default=None)
+    p.add_argument("--limit", type=int, help="generated datasets: at most this many items")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
@@ -374,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("harvest", help="stream activations of a dataset to an on-disk store")
     _add_model_args(p)
     p.add_argument("--dataset", required=True, help="built-in name or a .csv/.jsonl file")
+    p.add_argument("--limit", type=int, help="generated datasets: at most this many items")
     p.add_argument("--sites", default="all", help="e.g. resid.12,mlp_out.3 or resid.* or all")
     p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
     p.add_argument("--out", required=True, help="store directory (resumes if interrupted)")
@@ -388,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="sweep sites, train the best probe, save it")
     _add_model_args(p)
     p.add_argument("--dataset", required=True)
+    p.add_argument("--limit", type=int, help="generated datasets: at most this many items")
     p.add_argument("--sites", default="all", help="sites to sweep (default: every resid layer)")
     p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
     p.add_argument("--out", required=True, help="probe directory to create")
