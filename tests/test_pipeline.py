@@ -94,3 +94,11 @@ def test_a_cached_store_with_more_sites_is_reused(tiny: LoadedModel) -> None:
     assert narrow.path == wide.path
     other_positions = harvest_cached(tiny, yes_no(), "resid.2", positions="all", progress=False)
     assert other_positions.path != wide.path
+
+
+def test_layer_ensemble_uses_the_top_layers_by_validation(tiny: LoadedModel) -> None:
+    result = train_probe(tiny, yes_no(), "resid.0-3", progress=False, n_boot=50)
+    ensemble = result.artifact.card["layer_ensemble"]
+    ranked = sorted(result.sweep, key=lambda r: -r.val_auroc)
+    assert ensemble["sites"] == [r.site for r in ranked[:3]]
+    assert 0.0 <= ensemble["test_auroc"] <= 1.0

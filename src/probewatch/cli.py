@@ -131,6 +131,13 @@ def _sweep_table(result: Any) -> str:
     for row in result.sweep:
         mark = "  <- best (chosen on validation)" if row.site == result.best_site else ""
         lines.append(f"{row.site:12} {row.val_auroc:9.3f} {row.test_auroc:10.3f}{mark}")
+    ensemble = result.artifact.card.get("layer_ensemble")
+    if ensemble:
+        lines.append(
+            f"{'ensemble':12} {ensemble['val_auroc']:9.3f} {ensemble['test_auroc']:10.3f}"
+            f"  <- mean of the top {len(ensemble['sites'])} by validation: "
+            + ", ".join(ensemble["sites"])
+        )
     return "\n".join(lines)
 
 

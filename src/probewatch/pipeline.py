@@ -192,6 +192,7 @@ def train_probe(
     store = harvest_cached(loaded, dataset, sites, positions, batch_size, progress)
     sweep: list[LayerResult] = []
     best: tuple[float, str, _Fitted] | None = None
+    per_site: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # validation, test scores
     for site in store.sites:
         stored = store.load(site)
         train, test = stored.rows("train"), stored.rows("test")
@@ -208,6 +209,7 @@ def train_probe(
             site, _safe_auroc(val_scores, val_labels), _safe_auroc(test_scores, test_labels)
         )
         sweep.append(result)
+        per_site[site] = (val_scores, test_scores)
         if best is None or result.val_auroc > best[0]:
             best = (
                 result.val_auroc,
@@ -217,6 +219,7 @@ def train_probe(
     assert best is not None
     _, best_site, fitted = best
     (val_scores, val_labels), (test_scores, test_labels) = fitted.val, fitted.test
+    ensemble = layer_ensemble(sweep, per_site, val_labels, test_labels)
     if control is not None:
         control_store = harvest_cached(loaded, control, [best_site], positions, progress=progress)
         control_site = control_store.load(best_site)
@@ -265,6 +268,7 @@ def train_probe(
             "calibration": {"method": "platt", "fitted_on": "validation", **platt.to_dict()},
             "selection": "best grouped-validation AUROC on the train split; test used once",
             "sweep": [r.__dict__ for r in sweep],
+            "layer_ensemble": ensemble,
         },
     )
     if positions != "last":
@@ -279,6 +283,36 @@ def train_probe(
         val_scores,
         val_labels,
     )
+
+
+def layer_ensemble(
+    sweep: list[LayerResult],
+    per_site: dict[str, tuple[np.ndarray, np.ndarray]],
+    val_labels: np.ndarray,
+    test_labels: np.ndarray,
+    top_k: int = 3,
+) -> dict[str, Any] | None:
+    """Average the standardized scores of the `top_k` sites by validation AUROC.
+
+    Each site's scores are standardized with its validation mean and spread, so no layer
+    dominates by scale; the members are chosen on validation, and test is reported once."""
+    ranked = sorted((r for r in sweep if not np.isnan(r.val_auroc)), key=lambda r: -r.val_auroc)
+    members = [r.site for r in ranked[:top_k]]
+    if len(members) < 2:
+        return None
+
+    def combined(part: int) -> np.ndarray:
+        columns = []
+        for site in members:
+            val = per_site[site][0]
+            columns.append((per_site[site][part] - val.mean()) / (val.std() + 1e-9))
+        return np.mean(columns, axis=0)
+
+    return {
+        "sites": members,
+        "val_auroc": _safe_auroc(combined(0), val_labels),
+        "test_auroc": _safe_auroc(combined(1), test_labels),
+    }
 
 
 def _fields(stored: StoredSite) -> tuple[torch.Tensor, ...]:
