@@ -1,7 +1,8 @@
 """thinking_progress (regression): how far through its own response is the model?
 
-The model answers "Explain step by step ..." prompts (topics written for this project); each
-response that ends on its own (EOS / end of turn within max_new_tokens) becomes one example.
+The model answers "Explain in at most five short steps how ..." prompts (topics written for
+this project); each response that ends on its own (EOS / end of turn within max_new_tokens)
+becomes one example.
 Responses cut off by max_new_tokens are dropped and counted: their true end is unknown, so
 "fraction completed" would be wrong for them.
 
@@ -25,8 +26,10 @@ from probewatch.models.loading import LoadedModel
 from probewatch.tokens import encode_chats
 
 NAME = "thinking_progress"
-SETTINGS = GenerationSettings(max_new_tokens=160, batch_size=8)
-PROMPT = "Explain step by step how {topic}. Keep it brief."
+SETTINGS = GenerationSettings(max_new_tokens=200, batch_size=8)
+# SmolLM2-135M loops on open "step by step" prompts; a stated step budget makes it stop more
+# often (about half of its answers to "... Keep it brief." hit 200 tokens unfinished).
+PROMPT = "Explain in at most five short steps how {topic}."
 
 TOPICS: tuple[str, ...] = (
     "a bill becomes a law",
