@@ -369,6 +369,30 @@ def cmd_serve(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
+def cmd_families(args: argparse.Namespace) -> None:
+    """A probe per binary dataset family: the held-out AUROC table."""
+    from probewatch.eval.families import BINARY_FAMILIES, as_rows, evaluate_families
+
+    names = args.datasets.split(",") if args.datasets else list(BINARY_FAMILIES)
+    loaded = _load_model(args.model, args.device)
+    results = evaluate_families(loaded, names, args.sites, args.limit, not args.quiet)
+    if args.json:
+        _print_json(as_rows(results))
+        return
+    print(
+        f"{'dataset':22} {'train':>5} {'test':>5} {'positions':9} {'site':9} "
+        f"{'AUROC (95% CI)':22} recall@1%FPR"
+    )
+    for r in results:
+        if r.note:
+            print(f"{r.dataset:22} {r.n_train:5} {r.n_test:5} {r.positions:9} -  {r.note}")
+            continue
+        print(
+            f"{r.dataset:22} {r.n_train:5} {r.n_test:5} {r.positions:9} {r.site:9} "
+            f"{r.auroc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})    {r.recall_at_1pct_fpr:.3f}"
+        )
+
+
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
     p.add_argument("--model", default=default, help="embedded name, local directory or hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
@@ -477,6 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/cities")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("families", help="train a probe on each binary dataset family")
+    _add_model_args(p)
+    p.add_argument("--datasets", help="comma list (default: every binary family)")
+    p.add_argument("--sites", default="resid.10,resid.15,resid.19,resid.24")
+    p.add_argument("--limit", type=int, help="generated datasets: at most this many items")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_families)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server with live probe scores + dashboard")
     _add_model_args(p)
