@@ -94,6 +94,9 @@ def test_a_cached_store_with_more_sites_is_reused(tiny: LoadedModel) -> None:
     assert narrow.path == wide.path
     other_positions = harvest_cached(tiny, yes_no(), "resid.2", positions="all", progress=False)
     assert other_positions.path != wide.path
+    # Training on the reused store sweeps exactly the sites asked for, not all it holds.
+    result = train_probe(tiny, yes_no(), "resid.1,resid.2", progress=False, n_boot=20)
+    assert [r.site for r in result.sweep] == ["resid.1", "resid.2"]
 
 
 def test_layer_ensemble_uses_the_top_layers_by_validation(tiny: LoadedModel) -> None:

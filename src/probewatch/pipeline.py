@@ -190,10 +190,12 @@ def train_probe(
     # one token, so every aggregator agrees.
     agg = make_aggregator(**(aggregator or {"name": "mean"}))
     store = harvest_cached(loaded, dataset, sites, positions, batch_size, progress)
+    with ActivationCapture(loaded.model, sites, positions) as capture:
+        requested = capture.site_names  # a reused store may hold more sites than asked for
     sweep: list[LayerResult] = []
     best: tuple[float, str, _Fitted] | None = None
     per_site: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # validation, test scores
-    for site in store.sites:
+    for site in requested:
         stored = store.load(site)
         train, test = stored.rows("train"), stored.rows("test")
         val_mask = _validation_mask(train, dataset, seed)
