@@ -18,6 +18,11 @@ def test_positions_follow_the_shape_of_the_data() -> None:
     assert positions_for(Dataset(card, [Example("The sky is blue.", 1.0)])) == "last"
 
 
+def test_a_family_that_cannot_be_built_is_reported_not_raised(tiny: LoadedModel) -> None:
+    (row,) = evaluate_families(tiny, ["no_such_family"], "resid.0", progress=False)
+    assert row.note.startswith("unknown dataset") and math.isnan(row.auroc)
+
+
 def test_family_table_on_a_tiny_model(tiny: LoadedModel) -> None:
     (row,) = evaluate_families(tiny, ["sp_en_trans"], "resid.0-1", progress=False)
     assert row.dataset == "sp_en_trans" and row.site in ("resid.0", "resid.1")

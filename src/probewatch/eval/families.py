@@ -59,23 +59,20 @@ def evaluate_families(
 ) -> list[FamilyResult]:
     results = []
     for name in names:
-        dataset = load_dataset(name, model=loaded, limit=limit)
-        positions = positions_for(dataset)
+        dataset: Dataset | None = None
+        positions = "last"
         try:
+            # Building a generated set can itself fail, e.g. when the model never sandbagged.
+            dataset = load_dataset(name, model=loaded, limit=limit)
+            positions = positions_for(dataset)
             result = train_probe(loaded, dataset, sites, positions=positions, progress=progress)
-        except ProbewatchError as exc:  # e.g. one class: the model never lied here
+        except ProbewatchError as exc:
+            n_train = len(dataset.split("train")) if dataset else 0
+            n_test = len(dataset.split("test")) if dataset else 0
+            nan = float("nan")
             results.append(
                 FamilyResult(
-                    name,
-                    len(dataset.split("train")),
-                    len(dataset.split("test")),
-                    positions,
-                    "-",
-                    float("nan"),
-                    float("nan"),
-                    float("nan"),
-                    float("nan"),
-                    note=exc.message,
+                    name, n_train, n_test, positions, "-", nan, nan, nan, nan, note=exc.message
                 )
             )
             continue
