@@ -100,6 +100,22 @@ def test_verdict_rules() -> None:
     assert "general capability loss" in text
 
 
+def test_layer_choice_rule() -> None:
+    from probewatch.steer.demo import LayerScore, choose_layer
+
+    rows = [
+        LayerScore("resid.2", -4.0, 0.05, -1.0, True),
+        LayerScore("resid.4", -5.0, 0.50, -1.0, False),
+        LayerScore("resid.6", -3.0, 0.08, -1.0, True),
+    ]
+    assert choose_layer(rows).site == "resid.2"
+    failing = [
+        LayerScore(r.site, r.ablated_harmful_refusal, r.ablation_kl * 10, -1.0, False) for r in rows
+    ]
+    # No layer passes: only those within twice the smallest KL (0.5) compete; resid.4 is out.
+    assert choose_layer(failing).site == "resid.2"
+
+
 def tiny_data() -> AuditData:
     def chat(text: str) -> list[dict[str, str]]:
         return [{"role": "user", "content": text}]

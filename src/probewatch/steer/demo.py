@@ -110,6 +110,7 @@ def sweep_layers(
         "harmful_refusal": refusal_score(base_harmful, ids),
         "harmless_refusal": refusal_score(base_harmless, ids),
     }
+    log.info("baseline refusal log-odds %s", baseline)
     rows = []
     for site in vector.sites:
         with ablate_direction(loaded, vector[site]):
@@ -124,8 +125,13 @@ def sweep_layers(
 
 
 def choose_layer(rows: Sequence[LayerScore]) -> LayerScore:
-    """The passing layer whose ablation most lowers harmful refusal; without one, all layers."""
-    pool = [r for r in rows if r.passes] or list(rows)
+    """The passing layer whose ablation most lowers harmful refusal. When no layer passes the
+    KL limit (small models: every ablation costs some KL), the pool is the layers within twice
+    the smallest KL, so the choice never falls on a layer whose ablation wrecks the model."""
+    pool = [r for r in rows if r.passes]
+    if not pool:
+        least = min(r.ablation_kl for r in rows)
+        pool = [r for r in rows if r.ablation_kl <= 2 * least]
     return min(pool, key=lambda r: r.ablated_harmful_refusal)
 
 
