@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def cache_dir() -> Path:
@@ -18,20 +18,27 @@ def cache_dir() -> Path:
     return Path(base) / "probewatch"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so a reader sees either the old file or the whole new one, never a torn one."""
+@contextmanager
+def atomic_text(path: Path, newline: str | None = None) -> Iterator[IO[str]]:
+    """A text file that appears at `path` whole, or not at all: a reader sees either the old
+    file or the complete new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    with atomic_text(path) as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
 
 
 @contextmanager

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from probewatch.errors import ProbewatchError
-from probewatch.paths import cache_dir
+from probewatch.paths import atomic_text, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +259,7 @@ class EventLog:
         conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         try:
             conn.execute("BEGIN")  # a read transaction: both passes see the same events
-            with _atomic_text(out, newline="" if fmt == "csv" else None) as f:
+            with atomic_text(out, newline="" if fmt == "csv" else None) as f:
                 if fmt == "jsonl":
                     n = _write_jsonl(f, (_from_row(r) for r in conn.execute(selected, params)))
                 else:
@@ -531,22 +530,6 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
-
-
-@contextmanager
-def _atomic_text(path: Path, newline: str | None) -> Iterator[IO[str]]:
-    """A text file that appears at `path` whole, or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sidecars(db: Path) -> list[Path]:

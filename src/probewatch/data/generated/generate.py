@@ -14,8 +14,6 @@ batches is a pure function of the prompts, so the same prompts always give the s
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import torch
 
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import cache_dir
+from probewatch.paths import atomic_text, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -180,19 +178,5 @@ def _write_cache(
         json.dumps({"prompt": p, **asdict(g)}, sort_keys=True, ensure_ascii=False)
         for p, g in zip(prompts, results, strict=True)
     ]
-    _write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    # Same scheme as paths.write_json_atomic, for JSONL: a reader never sees a torn file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text(path) as f:
+        f.write("\n".join(lines) + "\n")
