@@ -158,6 +158,7 @@ class _Fitted:
     probe: Probe
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    n_fit: int  # examples the probe was fitted on
 
 
 def _split_rows(stored: StoredSite, mask: torch.Tensor) -> StoredSite:
@@ -216,7 +217,12 @@ def train_probe(
             best = (
                 result.val_auroc,
                 site,
-                _Fitted(probe, (val_scores, val_labels), (test_scores, test_labels)),
+                _Fitted(
+                    probe,
+                    (val_scores, val_labels),
+                    (test_scores, test_labels),
+                    len(set(fit_part.example_index.tolist())),
+                ),
             )
     assert best is not None
     _, best_site, fitted = best
@@ -244,7 +250,6 @@ def train_probe(
         target_fpr=target_fpr,
         control=control_name,
     )
-    n_fit = int((~_validation_mask(store.load(best_site).rows("train"), dataset, seed)).sum())
     card = build_card(
         fitted.probe,
         loaded,
@@ -254,7 +259,7 @@ def train_probe(
             "name": dataset.name,
             "hash": dataset.hash,
             "seed": dataset.card.seed,
-            "n_fit": n_fit,
+            "n_fit": fitted.n_fit,
             "n_validation": int(val_scores.size),
             "n_test": int(test_scores.size),
             "source": dataset.card.source,
