@@ -528,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_events_parser(sub)
 
+    from probewatch.cli_steer import add_steer_parsers
+
+    add_steer_parsers(sub, _load_model)
+
     p = sub.add_parser("demo", help="the main job: train and evaluate a truth probe end to end")
     p.add_argument("--out", default=str(DEMO_DIR))
     p.add_argument("--device", default=None)

@@ -32,6 +32,7 @@ from probewatch.capture import ActivationCapture
 from probewatch.data import load_dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
+from probewatch.paths import atomic_directory
 from probewatch.probes.artifact import ProbeArtifact, check_model
 from probewatch.steer.interventions import Intervention
 from probewatch.steer.refusal import REFUSAL_PHRASES, generate, is_refusal
@@ -295,11 +296,18 @@ class AuditReport:
 
         return render_html(self)
 
-    def save(self, out: str | Path) -> Path:
+    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write audit.json + audit.html into the directory `out`, whole or not at all; an
+        existing `out` is replaced only with `overwrite`."""
         root = Path(out)
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "audit.json").write_text(self.to_json() + "\n")
-        (root / "audit.html").write_text(self.to_html())
+        if root.exists() and not overwrite:
+            raise ProbewatchError(
+                f"{root} already exists; refusing to replace it",
+                hint="choose another output directory, or pass --overwrite",
+            )
+        with atomic_directory(root, overwrite=overwrite) as scratch:
+            (scratch / "audit.json").write_text(self.to_json() + "\n")
+            (scratch / "audit.html").write_text(self.to_html())
         return root
 
 

@@ -255,7 +255,7 @@ def refusal_demo(
     if out is not None:
         root = Path(out)
         save_vector(direction, root / "vector", overwrite=True)
-        ablation.save(root / "ablation")
-        addition.save(root / "addition")
+        ablation.save(root / "ablation", overwrite=True)
+        addition.save(root / "addition", overwrite=True)
         write_json_atomic(root / "summary.json", demo.summary())
     return demo

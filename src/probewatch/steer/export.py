@@ -16,6 +16,7 @@ llama.cpp adds the vector times `--control-vector-scaled FILE STRENGTH` (1 by de
 same as `add_vectors(loaded, vector, scale)` here; `scale` is baked in at export.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def gguf_layer(site: str) -> int:
         raise ProbewatchError(
             "llama.cpp cannot steer the output of block 0 (resid.0): its control vectors "
             "start at direction.1 = the output of block 1",
-            hint="drop resid.0 from the vector, or steer from resid.1",
+            hint="export the other sites only (--sites), or steer from resid.1",
         )
     return layer
 
@@ -51,28 +52,43 @@ def site_of_gguf_layer(layer: int) -> str:
 
 
 def export_gguf(
-    vector: SteeringVector, out: str | Path, scale: float = 1.0, model_hint: str | None = None
+    vector: SteeringVector,
+    out: str | Path,
+    scale: float = 1.0,
+    model_hint: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write `vector * scale` as a llama.cpp control vector. `model_hint` defaults to the
-    card's model type (llama.cpp only prints it)."""
+    card's model type (llama.cpp only prints it). The file appears whole or not at all, and an
+    existing file is replaced only with `overwrite`."""
     import gguf  # deferred: only export needs it
 
     require_finite(scale, "the export scale")
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise ProbewatchError(
+            f"{target} already exists; refusing to replace it",
+            hint="choose another output file, or pass --overwrite",
+        )
     layers = {gguf_layer(site): tensor for site, tensor in vector.vectors.items()}
     hint = model_hint or str(vector.card.get("model", {}).get("model_type") or "")
     if not hint:
         architecture = str(vector.card.get("model", {}).get("architecture", "unknown"))
         hint = architecture.removesuffix("ForCausalLM").lower() or "unknown"
-    target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(target), ARCH)
-    writer.add_string(f"{ARCH}.model_hint", hint)
-    writer.add_uint32(f"{ARCH}.layer_count", len(layers))
-    for layer in sorted(layers):
-        data = (layers[layer].detach().float().cpu() * scale).numpy().astype(np.float32)
-        writer.add_tensor(f"direction.{layer}", data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    scratch = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        writer = gguf.GGUFWriter(str(scratch), ARCH)
+        writer.add_string(f"{ARCH}.model_hint", hint)
+        writer.add_uint32(f"{ARCH}.layer_count", len(layers))
+        for layer in sorted(layers):
+            data = (layers[layer].detach().float().cpu() * scale).numpy().astype(np.float32)
+            writer.add_tensor(f"direction.{layer}", data)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
     return target
