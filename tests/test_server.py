@@ -339,3 +339,51 @@ def test_events_cli_exports_what_the_server_logged(served: Server, tmp_path: Pat
     assert main(["events", "--db", str(db), "--export", str(tmp_path / "e.jsonl")]) == 0
     rows = [json.loads(line) for line in io.StringIO((tmp_path / "e.jsonl").read_text())]
     assert rows and all("verdicts" in row for row in rows)
+
+
+def _save_vector(loaded: LoadedModel, out: Path, seed: int = 0) -> None:
+    from probewatch.steer import SteeringVector, save_vector
+    from probewatch.steer.directions import build_card as vector_card
+
+    vector = torch.randn(loaded.d_model, generator=torch.Generator().manual_seed(seed))
+    card = vector_card(loaded, ["resid.1"], "last", "mean_diff", {"name": "test"})
+    save_vector(SteeringVector({"resid.1": vector}, card), out)
+
+
+def test_steering_vector_per_request(tmp_path: Path) -> None:
+    """A vector saved by steer.save_vector steers one request; the next is unsteered again;
+    a vector made on other weights is skipped with its reason, not served."""
+    loaded = tiny_model()
+    make_probes(loaded, tmp_path / "probes")
+    _save_vector(loaded, tmp_path / "vectors" / "push")
+    _save_vector(tiny_model(seed=1), tmp_path / "vectors" / "foreign")
+    config = ServerConfig(
+        probes_dir=tmp_path / "probes",
+        vectors_dir=tmp_path / "vectors",
+        events_db=tmp_path / "events.sqlite",
+        port=free_port(),
+        max_output_tokens=16,
+    )
+    body = {"messages": [{"role": "user", "content": "Where is Lyon?"}], "max_tokens": 8}
+    with Server(config, loaded) as server:
+        server.wait_ready()
+        listing = httpx.get(server.url + "/v1/probes").json()
+        assert listing["vectors"] == ["push"]
+        assert "fingerprint" in listing["vectors_skipped"]["foreign"]
+
+        def text(extra: dict) -> str:  # type: ignore[type-arg]
+            r = httpx.post(server.url + "/v1/chat/completions", json={**body, **extra})
+            assert r.status_code == 200, r.text
+            return str(r.json()["choices"][0]["message"]["content"])
+
+        plain = text({})
+        steered = text({"steering": {"vector": "push", "strength": 50.0}})
+        assert steered != plain
+        assert text({}) == plain  # the hooks are gone after the steered request
+        refused = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={**body, "steering": {"vector": "foreign", "strength": 1.0}},
+        )
+        assert refused.status_code == 400 and "foreign" in refused.json()["error"]["message"]
+        event = httpx.get(server.url + "/v1/events").json()["data"][1]
+        assert event["steering"] == {"vector": "push", "strength": 50.0}

@@ -236,6 +236,7 @@ def create_app(config: ServerConfig, loaded: LoadedModel | None = None) -> FastA
             "data": probes.monitor.describe(),
             "skipped": probes.skipped,
             "vectors": sorted(vectors.vectors),
+            "vectors_skipped": vectors.skipped,
         }
 
     @app.post("/v1/probes", status_code=201)

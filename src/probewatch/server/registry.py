@@ -11,18 +11,15 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.monitor import Monitor, MonitoredProbe
 from probewatch.probes.artifact import CARD, WEIGHTS, load_probe
-from probewatch.sites import layer_list, parse_site
+from probewatch.steer.directions import load_vector
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -102,35 +99,26 @@ class ProbeRegistry:
         path.rename(trash / f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns()}")
 
 
-@dataclass
-class SteeringVector:
-    name: str
-    tensors: dict[str, torch.Tensor]  # site -> vector [d_model]
-
-
 class VectorRegistry:
-    """Steering vectors: directories with vector.safetensors (one tensor per site)."""
+    """Steering vectors saved by `probewatch steer extract` (steer.save_vector): each is
+    validated against the served model (dimension, layers, weights fingerprint, finite values)
+    when the server starts; unusable ones are listed in `skipped` with the reason."""
 
     def __init__(self, root: Path | None, loaded: LoadedModel) -> None:
-        self.vectors: dict[str, SteeringVector] = {}
+        self.vectors: dict[str, dict[str, torch.Tensor]] = {}  # name -> site -> [d_model]
         self.skipped: dict[str, str] = {}
         if root is None or not root.is_dir():
             return
-        n_layers = len(layer_list(loaded.model))
-        for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(p for p in root.iterdir() if p.is_dir() and NAME.match(p.name)):
             try:
-                tensors = load_file(str(path / "vector.safetensors"))
-                for site, tensor in tensors.items():
-                    parse_site(site, n_layers)
-                    if tensor.shape != (loaded.d_model,):
-                        raise ProbewatchError(f"{site} has shape {tuple(tensor.shape)}")
-            except (ProbewatchError, SafetensorError, OSError) as exc:
-                self.skipped[path.name] = str(exc)
+                vector = load_vector(path, loaded)
+            except ProbewatchError as exc:
+                self.skipped[path.name] = exc.message
                 continue
-            self.vectors[path.name] = SteeringVector(path.name, tensors)
+            self.vectors[path.name] = vector.vectors
 
     def steering(self, name: str, strength: float) -> list[tuple[str, torch.Tensor, float]]:
         if name not in self.vectors:
             known = ", ".join(sorted(self.vectors)) or "none"
             raise ProbewatchError(f"unknown steering vector {name!r}", hint=f"served: {known}")
-        return [(site, t, strength) for site, t in self.vectors[name].tensors.items()]
+        return [(site, t, strength) for site, t in self.vectors[name].items()]
