@@ -186,12 +186,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     loaded = _load_model(args.model, args.device)
     dataset = load_dataset(args.dataset, args.seed, model=loaded, limit=args.limit)
+    if dataset.card.task == "regression":
+        _train_regression(args, loaded, dataset, out)
+        return
     control = load_dataset(args.control, args.seed, model=loaded) if args.control else None
     result = train_probe(
         loaded,
         dataset,
         args.sites,
-        positions=args.positions,
+        positions=args.positions or "last",
         kind=args.kind,
         probe_config={"c": args.c} if args.kind == "logistic" else {},
         control=control,
@@ -210,6 +213,42 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(_sweep_table(result))
     print(f"\nbest probe {result.best_site}, held-out test: {_metrics_line(result.metrics.test)}")
     print(_threshold_line(result))
+    print(f"saved to {out}")
+
+
+def _train_regression(args: argparse.Namespace, loaded: Any, dataset: Any, out: Path) -> None:
+    """Regression datasets: per-token targets (meta["progress"]) read at the response tokens,
+    else the example's label; a ridge probe unless --kind says otherwise."""
+    from probewatch.probes import save_probe
+    from probewatch.regression import sweep_table, train_regression_probe
+
+    per_token = all("progress" in (e.meta or {}) for e in dataset.examples)
+    kind = "ridge" if args.kind == "logistic" else args.kind  # logistic is the binary default
+    result = train_regression_probe(
+        loaded,
+        dataset,
+        args.sites,
+        positions=args.positions or ("mask" if per_token else "last"),
+        target_key="progress" if per_token else None,
+        kind=kind,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    result.artifact.card["monitor"] = {"scope": "response", "aggregator": {"name": "last"}}
+    save_probe(result.artifact, out, overwrite=args.overwrite)
+    m = result.metrics
+    if args.json:
+        _print_json({"probe": str(out), "site": result.best_site, **m.to_dict()})
+        return
+    print(sweep_table(result.sweep))
+    print(
+        f"\nbest probe {result.best_site}, held-out test ({m.n_examples} responses, "
+        f"{m.n_tokens} tokens): R² {m.r2:.3f} ({m.r2_ci_low:.3f}-{m.r2_ci_high:.3f}), "
+        f"MAE {m.mae:.3f}"
+    )
+    if m.baseline_r2 is not None:
+        print(f"position-only baseline: R² {m.baseline_r2:.3f}, MAE {m.baseline_mae:.3f}")
     print(f"saved to {out}")
 
 
@@ -445,7 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--limit", type=int, help="generated datasets: at most this many items")
     p.add_argument("--sites", default="all", help="sites to sweep (default: every resid layer)")
-    p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
+    p.add_argument(
+        "--positions",
+        choices=["last", "all", "mask"],
+        help="tokens to read (default: last; mask for per-token regression targets)",
+    )
     p.add_argument("--out", required=True, help="probe directory to create")
     p.add_argument("--kind", default="logistic", help="probe kind (logistic, mass_mean, ...)")
     p.add_argument("--c", type=float, default=0.05, help="logistic: inverse L2 strength")

@@ -93,7 +93,7 @@ def per_example(
     return reduced, labels.numpy(), unique.numpy()
 
 
-def _validation_mask(stored: StoredSite, dataset: Dataset, seed: int) -> torch.Tensor:
+def validation_mask(stored: StoredSite, dataset: Dataset, seed: int) -> torch.Tensor:
     groups = [dataset.examples[i].group or str(i) for i in stored.example_index.tolist()]
     digest = {
         g: int(hashlib.sha256(f"val:{seed}:{g}".encode()).hexdigest()[:8], 16) for g in set(groups)
@@ -161,7 +161,7 @@ class _Fitted:
     n_fit: int  # examples the probe was fitted on
 
 
-def _split_rows(stored: StoredSite, mask: torch.Tensor) -> StoredSite:
+def split_rows(stored: StoredSite, mask: torch.Tensor) -> StoredSite:
     return StoredSite(*(t[mask] for t in _fields(stored)))
 
 
@@ -199,8 +199,8 @@ def train_probe(
     for site in requested:
         stored = store.load(site)
         train, test = stored.rows("train"), stored.rows("test")
-        val_mask = _validation_mask(train, dataset, seed)
-        fit_part, val_part = _split_rows(train, ~val_mask), _split_rows(train, val_mask)
+        val_mask = validation_mask(train, dataset, seed)
+        fit_part, val_part = split_rows(train, ~val_mask), split_rows(train, val_mask)
         require_binary(
             [dataset.examples[i] for i in set(val_part.example_index.tolist())],
             f"the validation part of {dataset.name!r}",

@@ -17,13 +17,15 @@ a placeholder that keeps the summary readable; per-token targets are the real si
 """
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from probewatch.data.base import Dataset, Example
 from probewatch.data.generated.common import make_card, select, split_for
 from probewatch.data.generated.generate import GenerationSettings, generate, generated_by
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.tokens import encode_chats
+from probewatch.tokens import Message, encode_chats
 
 NAME = "thinking_progress"
 SETTINGS = GenerationSettings(max_new_tokens=200, batch_size=8)
@@ -99,6 +101,31 @@ def progress_targets(n_tokens: int) -> list[float]:
     return [round((k + 1) / n_tokens, 6) for k in range(n_tokens)]
 
 
+def progress_example(
+    loaded: LoadedModel,
+    conversation: Sequence[Message],
+    response: str,
+    group: str,
+    seed: int,
+    meta: dict[str, Any] | None = None,
+) -> Example:
+    """One example: the conversation plus `response`, with the per-token targets k/n aligned
+    to the response tokens that encode_chats marks."""
+    messages = (*conversation, {"role": "assistant", "content": response})
+    batch = encode_chats(loaded.tokenizer, [messages])
+    assert batch.token_mask is not None  # encode_chats always marks the last message
+    n = int(batch.token_mask.sum())
+    targets = progress_targets(n)
+    return Example(
+        text=response,
+        label=round(sum(targets) / n, 6),
+        split=split_for(group, seed),
+        group=group,
+        messages=messages,
+        meta={"progress": targets, "n_response_tokens": n, **(meta or {})},
+    )
+
+
 def build_thinking_progress(
     loaded: LoadedModel, seed: int = 0, limit: int | None = None
 ) -> Dataset:
@@ -113,27 +140,8 @@ def build_thinking_progress(
             outcomes["truncated" if not gen.finished else "empty"] += 1
             continue
         outcomes["finished"] += 1
-        messages = (*conv, {"role": "assistant", "content": gen.response})
-        batch = encode_chats(loaded.tokenizer, [messages])
-        assert batch.token_mask is not None  # encode_chats always marks the last message
-        n = int(batch.token_mask.sum())
-        targets = progress_targets(n)
-        examples.append(
-            Example(
-                text=gen.response,
-                label=round(sum(targets) / n, 6),
-                split=split_for(topic, seed),
-                group=topic,
-                messages=messages,
-                meta={
-                    "topic": topic,
-                    "progress": targets,
-                    "n_response_tokens": n,
-                    "n_generated_tokens": gen.n_tokens,
-                    "generated_by": made_by,
-                },
-            )
-        )
+        meta = {"topic": topic, "n_generated_tokens": gen.n_tokens, "generated_by": made_by}
+        examples.append(progress_example(loaded, conv, gen.response, topic, seed, meta))
     if not examples:
         raise ProbewatchError(
             f"dataset {NAME}: no response finished within {SETTINGS.max_new_tokens} new tokens "

@@ -1,0 +1,133 @@
+"""Regression probes on per-token targets: target alignment with the harvested tokens, the
+position-only baseline, the trainer end to end, and the monitor's progress estimate."""
+
+import numpy as np
+import pytest
+import torch
+
+from probewatch.data.base import Dataset, DatasetCard
+from probewatch.data.generated.progress import progress_example
+from probewatch.errors import ProbewatchError
+from probewatch.models.loading import LoadedModel
+from probewatch.monitor import Monitor
+from probewatch.pipeline import harvest_cached
+from probewatch.regression import (
+    PositionBaseline,
+    row_targets,
+    token_ordinal,
+    train_regression_probe,
+)
+from probewatch.store import StoredSite
+
+WORDS = [
+    "first",
+    "we",
+    "mix",
+    "the",
+    "flour",
+    "then",
+    "we",
+    "add",
+    "water",
+    "and",
+    "salt",
+    "before",
+    "the",
+    "dough",
+    "rests",
+]
+
+
+def progress_dataset(loaded: LoadedModel, n: int = 40) -> Dataset:
+    """Hand-written responses of 4 to 40 words, one group each, with targets k/n."""
+    examples = []
+    for i in range(n):
+        length = 4 + i % 37
+        response = " ".join(WORDS[j % len(WORDS)] for j in range(length))
+        chat = ({"role": "user", "content": f"Explain step {i}."},)
+        examples.append(progress_example(loaded, chat, response, f"topic-{i}", seed=0))
+    card = DatasetCard(
+        "progress_test",
+        "test",
+        "written for this test",
+        "n/a",
+        "k/n",
+        "by topic",
+        task="regression",
+    )
+    return Dataset(card, examples)
+
+
+def stored(example_index: list[int], token_index: list[int]) -> StoredSite:
+    n = len(example_index)
+    return StoredSite(
+        torch.zeros(n, 2),
+        torch.tensor(example_index),
+        torch.tensor(token_index),
+        torch.zeros(n),
+        torch.zeros(n, dtype=torch.int8),
+    )
+
+
+def test_token_ordinal_ranks_rows_within_their_example_in_token_order() -> None:
+    rows = stored([3, 1, 3, 1, 3], [9, 5, 7, 6, 8])
+    assert token_ordinal(rows).tolist() == [2, 0, 0, 1, 1]
+
+
+def test_position_baseline_predicts_the_mean_target_per_position() -> None:
+    baseline = PositionBaseline.fit(np.array([0, 1, 0, 1, 2]), np.array([0.5, 1.0, 0.25, 0.5, 1.0]))
+    assert baseline.predict(np.array([0, 1, 2, 7])).tolist() == [0.375, 0.75, 1.0, 1.0]
+
+
+def test_per_token_targets_line_up_with_the_harvested_response_tokens(tiny: LoadedModel) -> None:
+    dataset = progress_dataset(tiny)
+    site = harvest_cached(tiny, dataset, ["resid.1"], "mask", progress=False).load("resid.1")
+    targets = row_targets(dataset, site, "progress")
+    ordinal = token_ordinal(site)
+    for index in set(site.example_index.tolist()):
+        mine = site.example_index == index
+        n = int(mine.sum())
+        assert n == dataset.examples[index].meta["n_response_tokens"]
+        expected = (torch.tensor(ordinal[mine.numpy()]) + 1) / n
+        assert torch.allclose(targets[mine], expected.double(), atol=1e-6)
+
+
+def test_targets_that_do_not_match_the_tokens_are_refused(tiny: LoadedModel) -> None:
+    dataset = progress_dataset(tiny, n=4)
+    site = harvest_cached(tiny, dataset, ["resid.1"], "last", progress=False).load("resid.1")
+    with pytest.raises(ProbewatchError, match="positions='mask'"):
+        row_targets(dataset, site, "progress")
+
+
+def test_trainer_sweeps_sites_and_reports_against_the_baseline(tiny: LoadedModel) -> None:
+    dataset = progress_dataset(tiny)
+    result = train_regression_probe(tiny, dataset, "resid.0-2", progress=False)
+    assert [r.site for r in result.sweep] == ["resid.0", "resid.1", "resid.2"]
+    best = max(result.sweep, key=lambda r: r.val_r2)
+    assert result.best_site == best.site
+    m = result.metrics
+    assert m.n_examples == len(dataset.split("test")) and m.n_tokens > m.n_examples
+    assert m.r2_ci_low <= m.r2 <= m.r2_ci_high
+    assert m.baseline_r2 is not None and m.baseline_mae is not None
+    card = result.artifact.card
+    assert card["task"] == "regression" and card["positions"] == "mask"
+    assert card["metrics"]["baseline_r2"] == m.baseline_r2
+
+
+def test_a_classification_dataset_is_refused(tiny: LoadedModel) -> None:
+    dataset = progress_dataset(tiny, n=4)
+    binary = Dataset(DatasetCard("b", "", "", "", "", "", task="binary"), dataset.examples)
+    with pytest.raises(ProbewatchError, match="regression dataset"):
+        train_regression_probe(tiny, binary, "resid.0", progress=False)
+
+
+def test_monitor_shows_the_progress_estimate_per_token(tiny: LoadedModel) -> None:
+    result = train_regression_probe(tiny, progress_dataset(tiny), "resid.1", progress=False)
+    artifact = result.artifact
+    artifact.card["monitor"] = {"scope": "response", "aggregator": {"name": "last"}}
+    monitor = Monitor(tiny, [artifact])
+    (response,) = monitor.generate(
+        [[{"role": "user", "content": "Explain bread."}]], max_new_tokens=6
+    )
+    values = [t.progress for t in response.tokens]
+    assert all(v is not None and 0.0 <= v <= 1.0 for v in values)
