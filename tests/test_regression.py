@@ -1,6 +1,9 @@
 """Regression probes on per-token targets: target alignment with the harvested tokens, the
 position-only baseline, the trainer end to end, and the monitor's progress estimate."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,11 +16,13 @@ from probewatch.monitor import Monitor
 from probewatch.pipeline import harvest_cached
 from probewatch.regression import (
     PositionBaseline,
+    RegressionResult,
     row_targets,
     token_ordinal,
     train_regression_probe,
 )
 from probewatch.store import StoredSite
+from probewatch.suite import SuiteProbe, train_suite
 
 WORDS = [
     "first",
@@ -131,3 +136,49 @@ def test_monitor_shows_the_progress_estimate_per_token(tiny: LoadedModel) -> Non
     )
     values = [t.progress for t in response.tokens]
     assert all(v is not None and 0.0 <= v <= 1.0 for v in values)
+
+
+def test_suite_trains_each_task_and_skips_what_cannot_be_built(
+    tiny: LoadedModel, tmp_path: Path
+) -> None:
+    """A binary probe, a regression probe (here on a user file of numbers) and an entry whose
+    data cannot be built: the suite reports the skip and saves the rest; a second run keeps
+    what exists."""
+    numbers = tmp_path / "numbers.csv"
+    rows = [f"There are {n} apples.,{n},{'test' if n % 4 == 0 else 'train'}" for n in range(60)]
+    numbers.write_text("text,label,split\n" + "\n".join(rows) + "\n")
+    suite = (
+        SuiteProbe("harm", "harmful_vs_harmless", "harm", scope="prompt"),
+        SuiteProbe("count", str(numbers), "a number", "response", task="regression"),
+        SuiteProbe("broken", "no_such_dataset", "x", "response", task="regression"),
+    )
+    lines: list[str] = []
+    out = tmp_path / "suite"
+    results = train_suite(tiny, out, suite, "resid.0-1", progress=False, report=lines.append)
+    assert results["harm"] is not None and results["broken"] is None
+    assert isinstance(results["count"], RegressionResult)
+    assert (out / "harm" / "card.json").is_file() and (out / "count" / "card.json").is_file()
+    assert not (out / "broken").exists()
+    assert any(line.startswith("broken: skipped") for line in lines)
+    assert any(line.startswith("count: resid.") and "R²" in line for line in lines)
+    lines.clear()
+    train_suite(tiny, out, suite[:2], "resid.0-1", progress=False, report=lines.append)
+    assert lines == [f"harm: cached at {out / 'harm'}", f"count: cached at {out / 'count'}"]
+
+
+def test_cli_trains_a_regression_probe_on_a_user_file(tiny: LoadedModel, tmp_path: Path) -> None:
+    from probewatch.cli import main
+
+    tiny.model.save_pretrained(tmp_path / "tiny")
+    tiny.tokenizer.save_pretrained(tmp_path / "tiny")
+    numbers = tmp_path / "numbers.csv"
+    rows = [f"There are {n} apples.,{n},{'test' if n % 4 == 0 else 'train'}" for n in range(40)]
+    numbers.write_text("sentence,count,split\n" + "\n".join(rows) + "\n")
+    argv = ["train", "--model", str(tmp_path / "tiny"), "--dataset", str(numbers)]
+    argv += ["--text-column", "sentence", "--label-column", "count", "--sites", "resid.0-1"]
+    argv += ["--out", str(tmp_path / "probe"), "--quiet", "--json"]
+    assert main([*argv, "--task", "binary"]) == 2  # integer counts are not binary labels
+    assert main([*argv, "--task", "regression"]) == 0
+    card = json.loads((tmp_path / "probe" / "card.json").read_text())
+    assert card["kind"] == "ridge" and card["task"] == "regression"
+    assert card["dataset"]["target"] == "label" and card["metrics"]["baseline_r2"] is None

@@ -185,7 +185,15 @@ def cmd_train(args: argparse.Namespace) -> None:
             hint="choose another --out, or pass --overwrite",
         )
     loaded = _load_model(args.model, args.device)
-    dataset = load_dataset(args.dataset, args.seed, model=loaded, limit=args.limit)
+    dataset = load_dataset(
+        args.dataset,
+        args.seed,
+        args.text_column,
+        args.label_column,
+        task=args.task,
+        model=loaded,
+        limit=args.limit,
+    )
     if dataset.card.task == "regression":
         _train_regression(args, loaded, dataset, out)
         return
@@ -220,16 +228,16 @@ def _train_regression(args: argparse.Namespace, loaded: Any, dataset: Any, out: 
     """Regression datasets: per-token targets (meta["progress"]) read at the response tokens,
     else the example's label; a ridge probe unless --kind says otherwise."""
     from probewatch.probes import save_probe
-    from probewatch.regression import sweep_table, train_regression_probe
+    from probewatch.regression import per_token_key, sweep_table, train_regression_probe
 
-    per_token = all("progress" in (e.meta or {}) for e in dataset.examples)
+    target_key = per_token_key(dataset)
     kind = "ridge" if args.kind == "logistic" else args.kind  # logistic is the binary default
     result = train_regression_probe(
         loaded,
         dataset,
         args.sites,
-        positions=args.positions or ("mask" if per_token else "last"),
-        target_key="progress" if per_token else None,
+        positions=args.positions or ("mask" if target_key else "last"),
+        target_key=target_key,
         kind=kind,
         seed=args.seed,
         batch_size=args.batch_size,
@@ -491,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="probe directory to create")
     p.add_argument("--kind", default="logistic", help="probe kind (logistic, mass_mean, ...)")
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "binary", "regression"],
+        help="for your own file: auto = regression only if some label is fractional",
+    )
     p.add_argument("--c", type=float, default=0.05, help="logistic: inverse L2 strength")
     p.add_argument(
         "--control",
@@ -509,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_column_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a saved probe on a dataset or your own file")

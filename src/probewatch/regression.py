@@ -28,6 +28,11 @@ from probewatch.probes.base import Probe, make_probe
 from probewatch.store import StoredSite
 
 
+def per_token_key(dataset: Dataset, key: str = "progress") -> str | None:
+    """`key` when every example carries per-token targets under it, else None (labels)."""
+    return key if all(key in (e.meta or {}) for e in dataset.examples) else None
+
+
 def token_order(stored: StoredSite) -> torch.Tensor:
     """Row order that groups rows by example and sorts each example's rows by token."""
     if stored.token_index.numel() == 0:

@@ -1,6 +1,6 @@
 """thinking_progress (regression): how far through its own response is the model?
 
-The model answers "Explain in at most five short steps how ..." prompts (topics written for
+The model answers "In two or three sentences, explain how ..." prompts (topics written for
 this project); each response that ends on its own (EOS / end of turn within max_new_tokens)
 becomes one example.
 Responses cut off by max_new_tokens are dropped and counted: their true end is unknown, so
@@ -28,10 +28,11 @@ from probewatch.models.loading import LoadedModel
 from probewatch.tokens import Message, encode_chats
 
 NAME = "thinking_progress"
-SETTINGS = GenerationSettings(max_new_tokens=200, batch_size=8)
-# SmolLM2-135M loops on open "step by step" prompts; a stated step budget makes it stop more
-# often (about half of its answers to "... Keep it brief." hit 200 tokens unfinished).
-PROMPT = "Explain in at most five short steps how {topic}."
+SETTINGS = GenerationSettings(max_new_tokens=128, batch_size=16)
+# SmolLM2-135M loops on open "step by step" prompts (about half of its answers to "Explain in at
+# most five short steps how ..." were unfinished at 200 tokens); asked for two or three
+# sentences it ended 12 of 16 answers within 120 tokens (48-110 tokens each).
+PROMPT = "In two or three sentences, explain how {topic}."
 
 TOPICS: tuple[str, ...] = (
     "a bill becomes a law",
