@@ -66,6 +66,11 @@ def test_dashboard_shows_coloured_tokens_alerts_and_history(server: Server) -> N
             alert = page.wait_for_selector("#alerts .alert", state="attached", timeout=30_000)
             assert "truth" in (alert.inner_text() or "")
             page.wait_for_selector("#history .event", state="attached", timeout=30_000)
+            # The server's regression probe ("progress") drives the progress bar.
+            label = page.inner_text("#progress-label")
+            assert label.startswith("thinking progress ") and label.endswith("%"), label
+            percent = int(page.get_attribute("#progress", "aria-valuenow") or "-1")
+            assert 0 <= percent <= 100 and f"{percent}%" in label
             page.screenshot(path="/tmp/dashboard-real.png", full_page=True)
         finally:
             browser.close()
