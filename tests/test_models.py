@@ -88,3 +88,15 @@ def test_an_interrupted_conversion_never_leaves_a_cache_that_loads(
     assert torch.equal(
         loaded.model.get_input_embeddings().weight, tiny.model.get_input_embeddings().weight
     )
+
+
+@pytest.mark.parametrize(("family", "adds_bos"), [("gemma3", True), ("llama", False)])
+def test_gemma_tokenizers_prepend_bos(family: str, adds_bos: bool, tmp_path: Path) -> None:
+    """transformers' GGUF conversion drops Gemma's add-BOS flag; without BOS Gemma 3 answers
+    garbage, so loading restores it (and leaves families that do not use BOS alone)."""
+    tiny = tiny_model(family)
+    tiny.model.save_pretrained(tmp_path / family)
+    tiny.tokenizer.save_pretrained(tmp_path / family)
+    tokenizer = load_model(str(tmp_path / family)).tokenizer
+    assert (tokenizer("xy").input_ids[0] == tokenizer.bos_token_id) is adds_bos
+    assert len(tokenizer("xy").input_ids) == 2 + adds_bos  # once, not twice

@@ -98,6 +98,25 @@ def is_cached(embedded: EmbeddedModel) -> bool:
     return (converted_cache_path(embedded) / MARKER).is_file()
 
 
+# Families trained with a BOS token at the start of every sequence, whose output is garbage
+# without it. transformers' GGUF conversion drops the tokenizer's add_bos flag, so Gemma 3 from
+# a GGUF answered "The capital of France is" with " France. The The The ..." until this rule.
+BOS_FAMILIES = ("gemma",)
+
+
+def require_bos(tokenizer: Any, model_type: str) -> None:
+    """Make the tokenizer prepend BOS for families that need it, if it does not already."""
+    if not model_type.startswith(BOS_FAMILIES) or tokenizer.bos_token_id is None:
+        return
+    if tokenizer("x").input_ids[:1] != [tokenizer.bos_token_id]:
+        tokenizer.add_bos_token = True
+        if tokenizer("x").input_ids[:1] != [tokenizer.bos_token_id]:
+            raise ProbewatchError(
+                f"the {model_type} tokenizer does not prepend its BOS token, which the model needs",
+                hint="load a tokenizer that adds BOS (add_bos_token=true)",
+            )
+
+
 def _convert_gguf(embedded: EmbeddedModel, target: Path) -> None:
     gguf = require_installed(embedded)
     log.info("converting %s from GGUF (first use only, ~20 s)", embedded.name)
@@ -188,6 +207,7 @@ def load_model(
         ) from exc
     model.to(torch_device)  # type: ignore[arg-type]
     model.eval()
+    require_bos(tokenizer, str(getattr(model.config, "model_type", "")))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # Right padding keeps real tokens at positions 0..n-1, as in an unbatched pass.
