@@ -21,7 +21,8 @@ from tests.test_server import free_port
 def tiny8() -> LoadedModel:
     """A tiny Llama with 8 blocks, so three distinct sites sit before the last one."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**_small(num_hidden_layers=8)))  # type: ignore[arg-type].eval()
+    config = LlamaConfig(**_small(num_hidden_layers=8))  # type: ignore[arg-type]
+    model = LlamaForCausalLM(config).eval()
     return LoadedModel(model, tiny_tokenizer(), name="tiny-llama-8", source="test")
 
 

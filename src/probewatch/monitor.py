@@ -12,6 +12,7 @@ second forward pass and happens on the device the model runs on.
 """
 
 import contextlib
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -217,6 +218,10 @@ class Monitor:
             if isinstance(token_id, int) and token_id != loaded.tokenizer.unk_token_id:
                 eos.add(token_id)
         self.stop_ids = {t for t in eos if t is not None}
+        # The prompt pass needs logits for its last position only; the unembedding of every
+        # prompt token would cost more than several decode steps ([B, T, vocab]).
+        forward = inspect.signature(loaded.model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
 
     def describe(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.probes]
@@ -303,6 +308,7 @@ class Monitor:
                     position_ids=position_ids,
                     past_key_values=cache,
                     use_cache=True,
+                    **self._last_logits_only,
                 )
                 prompt_scores = self.bank.score(self._latest, len(rows)).float().cpu()
                 for i, row in enumerate(rows):
