@@ -4,6 +4,7 @@ on a real model, not only on random ones, and run in CI (the first run converts 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,29 @@ def test_truth_probe_on_cities_reaches_the_target_and_round_trips(
         ]
     )
     assert code == 0
+
+
+def test_thinking_progress_probe_on_the_models_own_answers(default_model: LoadedModel) -> None:
+    """The regression probe reads how far through its answer SmolLM2 is (measured: R² 0.79,
+    95% CI 0.73-0.84, at resid.19), and in live generation its estimate rises with the
+    tokens. It is held to a position-only baseline in the card (measured: R² 0.80, i.e. the
+    activations add little beyond counting tokens on answers of similar length)."""
+    from probewatch.monitor import Monitor
+    from probewatch.regression import train_regression_probe
+
+    dataset = load_dataset("thinking_progress", model=default_model)
+    assert len(dataset.examples) >= 30  # most short answers finish within the token limit
+    result = train_regression_probe(
+        default_model, dataset, "resid.15,resid.19", positions="mask", progress=False
+    )
+    metrics = result.metrics
+    assert metrics.r2 > 0.5 and metrics.baseline_r2 is not None
+    artifact = result.artifact
+    artifact.card["monitor"] = {"scope": "response", "aggregator": {"name": "last"}}
+    chat = [{"role": "user", "content": "In two or three sentences, explain how tides work."}]
+    (response,) = Monitor(default_model, [artifact]).generate([chat], max_new_tokens=60)
+    estimates = [t.progress for t in response.tokens]
+    assert len(estimates) >= 20 and all(e is not None for e in estimates)
+    ranks = np.argsort(np.argsort(np.array(estimates, dtype=float)))
+    rho = float(np.corrcoef(np.arange(len(ranks)), ranks)[0, 1])  # Spearman, no ties expected
+    assert rho > 0.5, (rho, estimates)
