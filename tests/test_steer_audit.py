@@ -98,6 +98,20 @@ def test_verdict_rules() -> None:
     broken = Estimate(2.0, 1.8, 2.2)
     text = verdict({"refusal": real, "kl_mean": kl, "perplexity_ratio": broken})
     assert "general capability loss" in text
+    assert "Monitoring changed" not in text
+
+
+def test_verdict_warns_when_a_probe_starts_or_stops_firing() -> None:
+    kl, flat = Estimate(0.05, 0.04, 0.06), Estimate(1.01, 0.99, 1.03)
+    refusal = {name: _change(0.0, 0.0, 0.0) for name in ("harmful", "harmless", "benign")}
+    shifts = {
+        "harm": {"flagged_original": 0.0, "flagged_intervened": 1.0},
+        "steady": {"flagged_original": 0.10, "flagged_intervened": 0.15},
+    }
+    parts = {"refusal": refusal, "kl_mean": kl, "perplexity_ratio": flat, "probe_shifts": shifts}
+    text = verdict(parts)
+    assert "Monitoring changed: on benign requests harm flags 0% -> 100%" in text
+    assert "steady" not in text and "Re-validate" in text
 
 
 def test_layer_choice_rule() -> None:
