@@ -18,6 +18,7 @@ from probewatch.data.generated.facts import Question, questions
 from probewatch.data.generated.generate import Generation, GenerationSettings, generate
 from probewatch.data.generated.grading import grade, keyword_hits, name_key, normalize
 from probewatch.data.generated.instructed import INSTRUCTIONS
+from probewatch.data.generated.progress import PROMPT as PROGRESS_PROMPT
 from probewatch.data.generated.progress import build_thinking_progress
 from probewatch.data.generated.qa import grade_answer
 from probewatch.data.generated.roleplay import Scenario, classify, load_scenarios
@@ -267,7 +268,7 @@ def _scripted(prompt: str) -> str:
         if scenario.setting in prompt:
             lie = stable_hash("lie", scenario.id) % 2 == 0
             return f"Well, {scenario.deceptive[0] if lie else scenario.honest[0]}."
-    if "Explain in at most five short steps" in prompt:
+    if PROGRESS_PROMPT.split("{topic}")[0] in prompt:
         return "First, do this. Then do that. Finally, check the result."
     question = next(q for q in QUESTIONS.values() if q.question + " " in prompt)
     right = f"The answer is {question.answer}."
