@@ -1,7 +1,7 @@
 """Timing and result helpers shared by every benchmark.
 
 Every comparison is a ratio measured side by side in one run: candidates alternate round by
-round (A B A B ...), so load from other processes on a shared machine hits all of them alike,
+round (A B, B A, A B ...), so load from other processes on a shared machine hits all of them alike,
 and we report the median of the per-round ratios.
 """
 
@@ -34,8 +34,10 @@ def interleaved(
         for fn in candidates.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
+    order = list(candidates.items())
+    for i in range(rounds):
+        # A B, then B A: whoever runs second in a round gets no systematic advantage.
+        for name, fn in order if i % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -36,7 +36,7 @@ def run(sections: tuple[str, ...], quick: bool) -> dict[str, Any]:
     if "memory" in sections:
         out["memory"] = bench_memory(4 if quick else 16, 60)
     if "monitor_overhead" in sections:
-        out["monitor_overhead"] = bench_monitor_overhead(loaded, 2, tokens, rounds)
+        out["monitor_overhead"] = bench_monitor_overhead(loaded, 2, tokens, rounds + 2)
     if "vs_hf" in sections:
         out["vs_hf"] = {str(n): bench_vs_hf(loaded, n, tokens, rounds) for n in (1, 8)}
     if "server" in sections:
