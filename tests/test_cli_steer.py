@@ -87,6 +87,8 @@ def test_export_writes_a_control_vector_and_never_replaces_one(
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["refusal.gguf"]  # no scratch left
+    code, _, _ = run([*argv, "--overwrite"], capsys)  # scale 1 now: the file is replaced
+    assert code == 0 and out.read_bytes() != before
 
 
 def test_export_of_layer_zero_is_refused_clearly(

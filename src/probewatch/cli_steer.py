@@ -121,7 +121,7 @@ def cmd_export(args: argparse.Namespace, load_model: LoadModel) -> None:
     vector = load_vector(args.vector)
     if args.sites:
         vector = _only_sites(vector, _sites_arg(args.sites) or [])
-    export_gguf(vector, out, scale=args.scale, model_hint=args.model_hint)
+    export_gguf(vector, out, scale=args.scale, model_hint=args.model_hint, overwrite=args.overwrite)
     print(
         f"wrote {out} ({len(vector.sites)} layer(s), scale {args.scale:g}); use it with "
         f"llama.cpp: --control-vector {out}"
