@@ -24,6 +24,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.probes import ProbeArtifact, make_probe, save_probe
 from probewatch.probes.artifact import build_card
 from probewatch.server.app import create_app
+from probewatch.server.batcher import Batcher, Job
 from probewatch.server.config import ServerConfig
 from probewatch.server.events import EventLog
 from tests.conftest import tiny_model
@@ -284,6 +285,7 @@ KILL_SCRIPT = """
 import sys, uvicorn
 from pathlib import Path
 from probewatch.server.app import create_app
+from probewatch.server.batcher import Batcher, Job
 from probewatch.server.config import ServerConfig
 root = Path(sys.argv[1])
 config = ServerConfig(model=str(root / "model"), probes_dir=root / "probes",
@@ -387,3 +389,31 @@ def test_steering_vector_per_request(tmp_path: Path) -> None:
         assert refused.status_code == 400 and "foreign" in refused.json()["error"]["message"]
         event = httpx.get(server.url + "/v1/events").json()["data"][1]
         assert event["steering"] == {"vector": "push", "strength": 50.0}
+
+
+def _job(i: int) -> Job:
+    return Job(f"r{i}", [{"role": "user", "content": "x"}], 4, 0.0, None, None, [], lambda e: None)
+
+
+@pytest.mark.parametrize(("gap_s", "expected"), [(0.02, [4]), (0.25, [1, 1, 1, 1])])
+def test_batch_keeps_collecting_while_requests_keep_arriving(
+    gap_s: float, expected: list[int]
+) -> None:
+    """Jobs arriving within the idle gap of each other share a batch (up to the window);
+    jobs further apart than the gap do not wait for each other."""
+    batcher = Batcher(lambda: None, lambda job, response: "", window_s=0.5, idle_s=0.1)  # type: ignore[arg-type,return-value]
+
+    def arrive() -> None:
+        for i in range(4):
+            batcher.submit(_job(i))
+            time.sleep(gap_s)
+
+    feeder = threading.Thread(target=arrive)
+    feeder.start()
+    sizes = []
+    while sum(sizes) < 4:
+        batch = batcher._next_batch()
+        assert batch is not None
+        sizes.append(len(batch))
+    feeder.join()
+    assert sizes == expected

@@ -75,6 +75,7 @@ class ServerState:
                 self._record,
                 max_batch=self.config.max_batch,
                 window_s=self.config.batch_window_ms / 1000,
+                idle_s=self.config.batch_idle_ms / 1000,
             )
             self.batcher.start()
             self.ready.set()

@@ -1,7 +1,12 @@
 """Batching concurrent chat requests into one monitored generation.
 
-One worker thread owns the model. It takes the first waiting job, waits up to a short window
-for more jobs with the same steering, and generates for all of them at once; each job's
+One worker thread owns the model. It takes the first waiting job, then keeps collecting jobs
+with the same steering while they keep arriving (each within `idle_s` of the last, up to
+`window_s` in all), and generates for all of them at once. Concurrent clients' requests reach
+the server spread over tens of milliseconds; a fixed 15 ms window split 8 simultaneous clients
+into a small first batch and a second one that waited for it to finish (benchmarks.server,
+8 clients x 32 tokens: median time to first token 1.9 s, 32.8 tok/s; with this rule 0.9 s,
+51.8 tok/s), while a lone client waits only `idle_s` (13.3 vs 13.9 tok/s: no loss). Each job's
 tokens go to its own sink as they are produced. A job's event is written to the log (and
 committed) before its final message is sent, so an acknowledged response is never lost.
 """
@@ -40,12 +45,14 @@ class Batcher:
         monitor: Callable[[], Monitor],
         finish: Callable[[Job, MonitoredResponse], str],
         max_batch: int = 8,
-        window_s: float = 0.015,
+        window_s: float = 0.1,
+        idle_s: float = 0.06,
     ) -> None:
         self._monitor = monitor
         self._finish = finish  # records the event, returns its id
         self.max_batch = max_batch
         self.window_s = window_s
+        self.idle_s = idle_s
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._held: Job | None = None
         self._thread = threading.Thread(target=self._run, name="probewatch-batcher", daemon=True)
@@ -71,7 +78,8 @@ class Batcher:
         deadline = time.monotonic() + self.window_s
         while len(batch) < self.max_batch:
             try:
-                job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                wait = min(self.idle_s, deadline - time.monotonic())
+                job = self._queue.get(timeout=max(wait, 0))
             except queue.Empty:
                 break
             if job is None:

@@ -31,7 +31,8 @@ class ServerConfig:
     max_output_tokens: int = 512
     default_max_tokens: int = 128
     max_batch: int = 8
-    batch_window_ms: float = 15.0
+    batch_window_ms: float = 100.0  # at most this long collecting a batch ...
+    batch_idle_ms: float = 60.0  # ... and only while requests keep arriving this often
     """how long the batcher waits for more requests before starting a batch"""
     device: str | None = None
 
