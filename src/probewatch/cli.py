@@ -10,6 +10,7 @@ from typing import Any
 
 from probewatch import __version__
 from probewatch.errors import ProbewatchError
+from probewatch.paths import refuse_to_replace
 
 DEMO_DIR = Path("runs/demo")
 
@@ -80,9 +81,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     elif args.action == "export":
         if not args.out:
             raise ProbewatchError("`datasets export` needs --out FILE.jsonl")
-        out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise ProbewatchError(f"{out} exists", hint="choose another --out or pass --overwrite")
+        out = refuse_to_replace(args.out, args.overwrite)
         out.write_text(dataset.to_jsonl())
         print(f"wrote {len(dataset.examples)} examples to {out}")
 
@@ -178,12 +177,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from probewatch.pipeline import train_probe
     from probewatch.probes import save_probe
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:  # before any work, not after it
-        raise ProbewatchError(
-            f"{out} already exists; refusing to replace a saved probe",
-            hint="choose another --out, or pass --overwrite",
-        )
+    # Before any work, not after it.
+    out = refuse_to_replace(args.out, args.overwrite, "a saved probe")
     loaded = _load_model(args.model, args.device)
     dataset = load_dataset(
         args.dataset,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from probewatch.errors import ProbewatchError
+from probewatch.paths import refuse_to_replace
 
 LoadModel = Callable[[str, str | None], Any]
 # Spelled out rather than imported so `--help` does not load torch; a test keeps them equal
@@ -20,16 +21,6 @@ LoadModel = Callable[[str, str | None], Any]
 MODES = ("ablate", "add", "gated", "orthogonalize")
 METHODS = ("mean_diff", "pca_diff")
 PROBE_CARD = "card.json"
-
-
-def _refuse_existing(path: str | Path, overwrite: bool) -> Path:
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise ProbewatchError(
-            f"{target} already exists; refusing to replace it",
-            hint="choose another --out, or pass --overwrite",
-        )
-    return target
 
 
 def _sites_arg(text: str | None) -> list[str] | None:
@@ -84,7 +75,7 @@ def cmd_extract(args: argparse.Namespace, load_model: LoadModel) -> None:
     from probewatch.data import load_dataset
     from probewatch.steer import extract_directions, save_vector
 
-    out = _refuse_existing(args.out, args.overwrite)
+    out = refuse_to_replace(args.out, args.overwrite)
     loaded = load_model(args.model, args.device)
     dataset = load_dataset(args.dataset, args.seed, model=loaded, limit=args.limit)
     vector = extract_directions(
@@ -107,7 +98,7 @@ def cmd_from_probe(args: argparse.Namespace, load_model: LoadModel) -> None:
     from probewatch.probes.artifact import load_probe
     from probewatch.steer import from_probe, save_vector
 
-    out = _refuse_existing(args.out, args.overwrite)
+    out = refuse_to_replace(args.out, args.overwrite)
     vector = from_probe(load_probe(args.probe))
     save_vector(vector, out, overwrite=args.overwrite)
     print(f"wrote the unit direction of {args.probe} at {vector.sites[0]} to {out}")
@@ -117,7 +108,7 @@ def cmd_export(args: argparse.Namespace, load_model: LoadModel) -> None:
     from probewatch.steer import load_vector
     from probewatch.steer.export import export_gguf
 
-    out = _refuse_existing(args.out, args.overwrite)
+    out = refuse_to_replace(args.out, args.overwrite)
     vector = load_vector(args.vector)
     if args.sites:
         vector = _only_sites(vector, _sites_arg(args.sites) or [])
@@ -142,7 +133,7 @@ def _only_sites(vector: Any, sites: list[str]) -> Any:
 def cmd_orthogonalize(args: argparse.Namespace, load_model: LoadModel) -> None:
     from probewatch.steer import load_vector, save_orthogonalized
 
-    out = _refuse_existing(args.out, args.overwrite)
+    out = refuse_to_replace(args.out, args.overwrite)
     loaded = load_model(args.model, args.device)
     vector = load_vector(args.vector, loaded, args.allow_model_mismatch)
     site = args.site or vector.sites[0]
@@ -170,7 +161,7 @@ def cmd_try(args: argparse.Namespace, load_model: LoadModel) -> None:
 def cmd_refusal_demo(args: argparse.Namespace, load_model: LoadModel) -> None:
     from probewatch.steer.demo import refusal_demo
 
-    out = _refuse_existing(args.out, args.overwrite)
+    out = refuse_to_replace(args.out, args.overwrite)
     loaded = load_model(args.model, args.device)
     layers = range(*args.layers) if args.layers else None
     demo = refusal_demo(
@@ -193,7 +184,7 @@ def cmd_audit(args: argparse.Namespace, load_model: LoadModel) -> None:
     from probewatch.probes.artifact import load_probe
     from probewatch.steer.audit import run_audit
 
-    out = _refuse_existing(args.out, args.overwrite)
+    out = refuse_to_replace(args.out, args.overwrite)
     loaded = load_model(args.model, args.device)
     intervention = _intervention(args, loaded)
     probe_dirs = _probe_dirs(args.probes) if args.probes else []

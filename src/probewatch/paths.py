@@ -9,6 +9,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from probewatch.errors import ProbewatchError
+
+
+def refuse_to_replace(
+    target: str | Path, overwrite: bool, what: str = "it", instead: str = "--out"
+) -> Path:
+    """`target` as a Path, or a clear error if it exists and `overwrite` was not given: nothing
+    a user saved is replaced by accident. Callers check before any long work starts."""
+    path = Path(target)
+    if path.exists() and not overwrite:
+        raise ProbewatchError(
+            f"{path} already exists; refusing to replace {what}",
+            hint=f"choose another {instead}, or pass --overwrite",
+        )
+    return path
+
 
 def cache_dir() -> Path:
     """$PROBEWATCH_CACHE, else $XDG_CACHE_HOME/probewatch, else ~/.cache/probewatch."""

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from probewatch import __version__
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import atomic_directory, write_json_atomic
+from probewatch.paths import atomic_directory, refuse_to_replace, write_json_atomic
 from probewatch.probes.base import PROBE_KINDS, Probe
 
 FORMAT = "probewatch-probe/1"
@@ -73,12 +73,7 @@ def build_card(
 def save_probe(artifact: ProbeArtifact, out: str | Path, overwrite: bool = False) -> Path:
     """Write atomically; an existing directory is replaced only with `overwrite`, and only
     after the new artifact is complete."""
-    target = Path(out)
-    if target.exists() and not overwrite:
-        raise ProbewatchError(
-            f"{target} already exists; refusing to replace a saved probe",
-            hint="choose another output directory, or pass --overwrite",
-        )
+    target = refuse_to_replace(out, overwrite, "a saved probe", "output directory")
     with atomic_directory(target, overwrite=overwrite) as scratch:
         tensors = {k: v.detach().cpu().contiguous() for k, v in artifact.probe.tensors().items()}
         save_file(tensors, str(scratch / WEIGHTS))

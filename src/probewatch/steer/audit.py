@@ -32,7 +32,7 @@ from probewatch.capture import ActivationCapture
 from probewatch.data import load_dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import atomic_directory
+from probewatch.paths import atomic_directory, refuse_to_replace
 from probewatch.probes.artifact import ProbeArtifact, check_model
 from probewatch.steer.interventions import Intervention
 from probewatch.steer.refusal import REFUSAL_PHRASES, generate, is_refusal
@@ -300,12 +300,7 @@ class AuditReport:
     def save(self, out: str | Path, overwrite: bool = False) -> Path:
         """Write audit.json + audit.html into the directory `out`, whole or not at all; an
         existing `out` is replaced only with `overwrite`."""
-        root = Path(out)
-        if root.exists() and not overwrite:
-            raise ProbewatchError(
-                f"{root} already exists; refusing to replace it",
-                hint="choose another output directory, or pass --overwrite",
-            )
+        root = refuse_to_replace(out, overwrite, instead="output directory")
         with atomic_directory(root, overwrite=overwrite) as scratch:
             (scratch / "audit.json").write_text(self.to_json() + "\n")
             (scratch / "audit.html").write_text(self.to_html())

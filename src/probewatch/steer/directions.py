@@ -28,7 +28,7 @@ from probewatch import __version__
 from probewatch.data.base import Dataset, require_binary_labels
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import atomic_directory, write_json_atomic
+from probewatch.paths import atomic_directory, refuse_to_replace, write_json_atomic
 from probewatch.pipeline import harvest_cached
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.probes.pca import top_component
@@ -271,12 +271,7 @@ def from_probe(artifact: ProbeArtifact, loaded: LoadedModel | None = None) -> St
 
 
 def save_vector(vector: SteeringVector, out: str | Path, overwrite: bool = False) -> Path:
-    target = Path(out)
-    if target.exists() and not overwrite:
-        raise ProbewatchError(
-            f"{target} already exists; refusing to replace a saved vector",
-            hint="choose another output directory, or pass --overwrite",
-        )
+    target = refuse_to_replace(out, overwrite, "a saved vector", "output directory")
     with atomic_directory(target, overwrite=overwrite) as scratch:
         tensors = {s: v.detach().float().cpu().contiguous() for s, v in vector.vectors.items()}
         save_file(tensors, str(scratch / VECTORS))

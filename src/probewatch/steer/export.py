@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from probewatch.errors import ProbewatchError
+from probewatch.paths import refuse_to_replace
 from probewatch.sites import Site
 from probewatch.steer.directions import SteeringVector, require_finite
 
@@ -64,12 +65,7 @@ def export_gguf(
     import gguf  # deferred: only export needs it
 
     require_finite(scale, "the export scale")
-    target = Path(out)
-    if target.exists() and not overwrite:
-        raise ProbewatchError(
-            f"{target} already exists; refusing to replace it",
-            hint="choose another output file, or pass --overwrite",
-        )
+    target = refuse_to_replace(out, overwrite, instead="output file")
     layers = {gguf_layer(site): tensor for site, tensor in vector.vectors.items()}
     hint = model_hint or str(vector.card.get("model", {}).get("model_type") or "")
     if not hint:

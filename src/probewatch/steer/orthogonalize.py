@@ -26,7 +26,7 @@ from torch import nn
 from probewatch import __version__
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import atomic_directory, write_json_atomic
+from probewatch.paths import atomic_directory, refuse_to_replace, write_json_atomic
 from probewatch.sites import layer_list
 from probewatch.steer.directions import SteeringVector
 from probewatch.steer.interventions import VectorLike, unit_direction
@@ -132,12 +132,7 @@ def save_orthogonalized(
     """Write an orthogonalized copy of the model (save_pretrained + tokenizer) that
     `load_model(out)` loads like any other; `probewatch-intervention.json` records what was
     done and the direction is kept beside it in `direction.safetensors`."""
-    target = Path(out)
-    if target.exists() and not overwrite:
-        raise ProbewatchError(
-            f"{target} already exists; refusing to replace it",
-            hint="choose another output directory, or pass --overwrite",
-        )
+    target = refuse_to_replace(out, overwrite, instead="output directory")
     unit = unit_direction(loaded, direction, site)
     card = direction.card if isinstance(direction, SteeringVector) else None
     digest = hashlib.sha256(unit.float().numpy().tobytes()).hexdigest()[:16]
