@@ -103,9 +103,10 @@ class Measurement:
 
 
 @torch.no_grad()
-def _next_token_logprobs(
+def next_token_logprobs(
     loaded: LoadedModel, chats: Sequence[Chat], batch_size: int
 ) -> torch.Tensor:
+    """Log-probabilities [n, vocab] of the next token at each chat's generation prompt."""
     out = []
     for start in range(0, len(chats), batch_size):
         batch = encode_chats(loaded.tokenizer, chats[start : start + batch_size])
@@ -185,7 +186,7 @@ def _measure(
     return Measurement(
         completions,
         refused,
-        _next_token_logprobs(loaded, data.benign, batch_size),
+        next_token_logprobs(loaded, data.benign, batch_size),
         nll,
         n_tokens,
         {

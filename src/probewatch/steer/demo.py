@@ -22,17 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from probewatch.data import load_dataset
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel, load_model
 from probewatch.paths import write_json_atomic
-from probewatch.steer.audit import AuditReport, audit_data, measure, run_audit
+from probewatch.steer.audit import (
+    AuditReport,
+    audit_data,
+    measure,
+    next_token_logprobs,
+    run_audit,
+)
 from probewatch.steer.directions import SteeringVector, extract_directions, save_vector
 from probewatch.steer.interventions import Intervention, ablate_direction, add_vectors
-from probewatch.tokens import Message, encode_chats
+from probewatch.tokens import Message
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +48,6 @@ VALIDATION_ONE_IN = 5
 def refusal_token_ids(tokenizer: Any) -> list[int]:
     ids = {tokenizer.encode(word, add_special_tokens=False)[0] for word in REFUSAL_STARTS}
     return sorted(ids)
-
-
-@torch.no_grad()
-def _last_logprobs(
-    loaded: LoadedModel, chats: Sequence[list[Message]], batch_size: int
-) -> torch.Tensor:
-    out = []
-    for start in range(0, len(chats), batch_size):
-        batch = encode_chats(loaded.tokenizer, chats[start : start + batch_size])
-        logits = loaded.model(
-            input_ids=batch.input_ids.to(loaded.device),
-            attention_mask=batch.attention_mask.to(loaded.device),
-        ).logits
-        last = (batch.attention_mask.sum(dim=1) - 1).to(loaded.device)
-        out.append(F.log_softmax(logits[torch.arange(len(last)), last].float(), -1).cpu())
-    return torch.cat(out)
 
 
 def refusal_score(logprobs: torch.Tensor, token_ids: Sequence[int]) -> float:
@@ -104,8 +93,8 @@ def sweep_layers(
     batch_size: int = 16,
 ) -> tuple[list[LayerScore], dict[str, float]]:
     ids = refusal_token_ids(loaded.tokenizer)
-    base_harmful = _last_logprobs(loaded, harmful, batch_size)
-    base_harmless = _last_logprobs(loaded, harmless, batch_size)
+    base_harmful = next_token_logprobs(loaded, harmful, batch_size)
+    base_harmless = next_token_logprobs(loaded, harmless, batch_size)
     baseline = {
         "harmful_refusal": refusal_score(base_harmful, ids),
         "harmless_refusal": refusal_score(base_harmless, ids),
@@ -114,10 +103,10 @@ def sweep_layers(
     rows = []
     for site in vector.sites:
         with ablate_direction(loaded, vector[site]):
-            ablated = refusal_score(_last_logprobs(loaded, harmful, batch_size), ids)
-            kl = mean_kl(base_harmless, _last_logprobs(loaded, harmless, batch_size))
+            ablated = refusal_score(next_token_logprobs(loaded, harmful, batch_size), ids)
+            kl = mean_kl(base_harmless, next_token_logprobs(loaded, harmless, batch_size))
         with add_vectors(loaded, {site: vector[site]}):
-            added = refusal_score(_last_logprobs(loaded, harmless, batch_size), ids)
+            added = refusal_score(next_token_logprobs(loaded, harmless, batch_size), ids)
         passes = kl <= kl_max and added > baseline["harmless_refusal"]
         rows.append(LayerScore(site, ablated, kl, added, passes))
         log.info("%s ablated %.2f kl %.3f added %.2f", site, ablated, kl, added)
