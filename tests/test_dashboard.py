@@ -8,25 +8,14 @@ from pathlib import Path
 import pytest
 
 from probewatch.server.config import ServerConfig
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, MISSING
 from tests.conftest import tiny_model
 from tests.test_server import Server, free_port, make_probes
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
-
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+    pytest.skip(MISSING, allow_module_level=True)
 
 
 @pytest.fixture
@@ -47,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 def test_dashboard_shows_coloured_tokens_alerts_and_history(server: Server) -> None:
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server.url + "/")

@@ -15,21 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, MISSING
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 API_KEY = "test-key-123"
 SCREENSHOT = Path("/tmp/dashboard.png")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (server extra)")
 pytest.importorskip("fastapi", reason="fastapi is not installed (server extra)")
@@ -37,7 +28,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (pip install playwright)"
 )
 if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+    pytest.skip(MISSING, allow_module_level=True)
 
 from tests.dashboard_mock import create_app  # noqa: E402
 
