@@ -68,7 +68,7 @@ def test_stream_scores_equal_a_plain_forward_pass(tiny: LoadedModel) -> None:
     monitor = Monitor(
         tiny, [MonitoredProbe.from_artifact(f"p{i}", a) for i, a in enumerate(probes)]
     )
-    assert monitor.bank._fused["resid.1"][0] == [0, 1]
+    assert monitor.bank._fused_sites == ["resid.1"] and monitor.bank._fused_idx == [0, 1]
     assert monitor.bank._other["mlp_out.2"] == [2]
     monitor.generate([CHATS[0]], max_new_tokens=12)
     response = monitor.responses[0]

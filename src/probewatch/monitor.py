@@ -5,8 +5,9 @@
         step.text, step.scores, step.alerts
 
 Cost stays close to zero: forward hooks keep only the newest position of each probed site,
-probes that read the same site are fused into one [d, k] matrix multiply (any probe whose
-score is an affine function of the activation is fused; others are scored on their own), and
+every probe whose score is an affine function of the activation is one column of a single
+block matrix over the probed sites, so a token costs one matrix multiply (other probes are
+scored on their own), and
 aggregators update in O(1) per token. Decoding is our own KV-cached loop, so scoring needs no
 second forward pass and happens on the device the model runs on.
 """
@@ -131,15 +132,6 @@ class ProbeBank:
             weight[block * d_model : (block + 1) * d_model, column] = forms[i][0]
             bias[column] = forms[i][1]
         self._weight, self._bias = weight.to(device), bias.to(device)
-        # Per site: (probe indices, [d, k] weights, [k] biases), the same numbers as above.
-        self._fused: dict[str, tuple[list[int], torch.Tensor, torch.Tensor]] = {}
-        for block, site in enumerate(self._fused_sites):
-            cols = [
-                c for c, i in enumerate(self._fused_idx) if self.probes[i].artifact.site == site
-            ]
-            rows = slice(block * d_model, (block + 1) * d_model)
-            members = [self._fused_idx[c] for c in cols]
-            self._fused[site] = (members, self._weight[rows][:, cols], self._bias[cols])
         self._all_fused = len(self._fused_idx) == len(self.probes)
 
     def score(self, acts: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
