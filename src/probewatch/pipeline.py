@@ -73,6 +73,14 @@ def harvest_cached(
     return harvest(loaded, dataset, names, path, positions, batch_size, progress=progress)
 
 
+def token_order(stored: StoredSite) -> torch.Tensor:
+    """Row order that groups rows by example and sorts each example's rows by token."""
+    if stored.token_index.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    span = int(stored.token_index.max()) + 1
+    return torch.argsort(stored.example_index * span + stored.token_index)
+
+
 def per_example(
     scores: torch.Tensor, stored: StoredSite, aggregator: Aggregator | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +95,7 @@ def per_example(
         sums.index_add_(0, inverse, scores.double())
         counts = torch.bincount(inverse, minlength=unique.shape[0]).double()
         return (sums / counts).numpy(), labels.numpy(), unique.numpy()
-    order = torch.argsort(inverse * (int(stored.token_index.max()) + 1) + stored.token_index)
+    order = token_order(stored)
     grouped = torch.split(scores.double()[order], torch.bincount(inverse).tolist())
     reduced = np.array([aggregator.aggregate(g.numpy()) for g in grouped])
     return reduced, labels.numpy(), unique.numpy()

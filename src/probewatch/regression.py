@@ -22,7 +22,7 @@ from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.eval.metrics import mae, r2
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import harvest_cached, split_rows, validation_mask
+from probewatch.pipeline import harvest_cached, split_rows, token_order, validation_mask
 from probewatch.probes.artifact import ProbeArtifact, build_card
 from probewatch.probes.base import Probe, make_probe
 from probewatch.store import StoredSite
@@ -31,14 +31,6 @@ from probewatch.store import StoredSite
 def per_token_key(dataset: Dataset, key: str = "progress") -> str | None:
     """`key` when every example carries per-token targets under it, else None (labels)."""
     return key if all(key in (e.meta or {}) for e in dataset.examples) else None
-
-
-def token_order(stored: StoredSite) -> torch.Tensor:
-    """Row order that groups rows by example and sorts each example's rows by token."""
-    if stored.token_index.numel() == 0:
-        return torch.zeros(0, dtype=torch.long)
-    span = int(stored.token_index.max()) + 1
-    return torch.argsort(stored.example_index * span + stored.token_index)
 
 
 def row_targets(dataset: Dataset, stored: StoredSite, target_key: str | None) -> torch.Tensor:
