@@ -139,6 +139,20 @@ def _bootstrap_r2(
     return float(low), float(high)
 
 
+@dataclass
+class _Chosen:
+    """The best site so far, with what the report needs, so nothing is loaded twice."""
+
+    val_r2: float
+    probe: Probe
+    site: str
+    train: StoredSite
+    test: StoredSite
+    test_y: np.ndarray
+    predictions: np.ndarray
+    test_r2: float
+
+
 def _scores(probe: Probe, part: StoredSite, targets: np.ndarray) -> tuple[np.ndarray, float]:
     with torch.no_grad():
         predictions = probe.score(part.acts).double().numpy().reshape(-1)
@@ -170,7 +184,7 @@ def train_regression_probe(
         requested = capture.site_names
     per_token = target_key is not None
     sweep: list[RegressionSiteResult] = []
-    best: tuple[float, Probe, str] | None = None
+    best: _Chosen | None = None
     for site in requested:
         stored = store.load(site)
         train, test = stored.rows("train"), stored.rows("test")
@@ -190,16 +204,14 @@ def train_regression_probe(
         fit_y = row_targets(dataset, fit_part, target_key)
         probe = make_probe(kind, **(probe_config or {})).fit(fit_part.acts, fit_y.float())
         _, val_r2 = _scores(probe, val_part, row_targets(dataset, val_part, target_key).numpy())
-        _, test_r2 = _scores(probe, test, row_targets(dataset, test, target_key).numpy())
+        test_y = row_targets(dataset, test, target_key).numpy()
+        predictions, test_r2 = _scores(probe, test, test_y)
         sweep.append(RegressionSiteResult(site, val_r2, test_r2))
-        if best is None or val_r2 > best[0]:
-            best = (val_r2, probe, site)
+        if best is None or val_r2 > best.val_r2:
+            best = _Chosen(val_r2, probe, site, train, test, test_y, predictions, test_r2)
     assert best is not None
-    _, probe, site = best
-    stored = store.load(site)
-    train, test = stored.rows("train"), stored.rows("test")
-    test_y = row_targets(dataset, test, target_key).numpy()
-    predictions, test_r2 = _scores(probe, test, test_y)
+    probe, site, train, test = best.probe, best.site, best.train, best.test
+    test_y, predictions, test_r2 = best.test_y, best.predictions, best.test_r2
     low, high = _bootstrap_r2(predictions, test_y, test.example_index.numpy(), seed, n_boot)
     baseline_r2 = baseline_mae = None
     if per_token:
