@@ -239,7 +239,8 @@ def test_openapi_models_and_dashboard(served: Server) -> None:
     assert httpx.get(served.url + "/v1/models").json()["data"][0]["id"] == "tiny-llama"
     page = httpx.get(served.url + "/")
     assert page.status_code == 200 and "probe-select" in page.text
-    assert httpx.get(served.url + "/static/app.js").status_code == 200
+    script = httpx.get(served.url + "/static/main.js")  # an ES module: needs a JavaScript type
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
 def test_api_key_is_required_beyond_loopback_and_enforced(tmp_path: Path) -> None:
