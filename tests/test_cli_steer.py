@@ -10,12 +10,11 @@ import torch
 
 from probewatch import cli_steer
 from probewatch.cli import main
+from probewatch.config import METHODS, MODES
 from probewatch.models import load_model
 from probewatch.probes import ProbeArtifact, make_probe
 from probewatch.probes.artifact import build_card, save_probe
-from probewatch.steer import load_vector
-from probewatch.steer.directions import METHODS
-from probewatch.steer.interventions import MODES
+from probewatch.steer import directions, interventions, load_vector
 from tests.conftest import tiny_model
 
 
@@ -58,8 +57,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_choices_match_the_library() -> None:
-    assert cli_steer.MODES == MODES
-    assert set(cli_steer.METHODS) == set(METHODS)
+    # config.py is the one list; the library's registry must hold every choice it offers.
+    assert interventions.MODES == MODES
+    assert set(directions.METHODS) == set(METHODS)
 
 
 def test_extract_saves_a_vector_with_its_provenance(workspace: dict[str, str]) -> None:

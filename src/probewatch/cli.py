@@ -1,6 +1,7 @@
 """The `probewatch` command: one CLI over the same functions the Python API exposes."""
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -9,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from probewatch import __version__
+from probewatch.cli_args import add_config_args, config_from_args
+from probewatch.config import ServerConfig
 from probewatch.errors import ProbewatchError
 from probewatch.paths import refuse_to_replace
 
 DEMO_DIR = Path("runs/demo")
+# Verbs that live in their own module `cli_<verb>.py`, each with register(subparsers).
+VERB_MODULES = ("probewatch.server.events_cli", "probewatch.cli_steer")
 
 
 def _print_json(data: Any) -> None:
@@ -331,20 +336,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     suite_dir = Path(args.out) / "probes"
     print(f"\ntraining the monitoring suite (once; cached in {suite_dir})")
     train_suite(loaded, suite_dir, progress=not args.quiet, report=lambda line: print(f"  {line}"))
-    serve = argparse.Namespace(
-        model="default",
-        probes=str(suite_dir),
-        vectors=None,
-        events_db=None,
-        host="127.0.0.1",
-        port=args.port,
-        api_key=None,
-        no_store_text=False,
-        max_output_tokens=512,
-        max_batch=8,
-        device=args.device,
-    )
-    cmd_serve(serve)
+    serve(config_from_args(ServerConfig, args, model="default", probes_dir=suite_dir))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -386,29 +378,21 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {page} and {data}")
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
+def serve(config: ServerConfig) -> None:
+    """Start the server (blocks): the app, then the URL, then uvicorn."""
     import uvicorn
 
     from probewatch.server.app import create_app
-    from probewatch.server.config import ServerConfig
 
-    config = ServerConfig(
-        model=args.model,
-        probes_dir=Path(args.probes),
-        vectors_dir=Path(args.vectors) if args.vectors else None,
-        events_db=Path(args.events_db) if args.events_db else None,
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
-        store_text=not args.no_store_text,
-        max_output_tokens=args.max_output_tokens,
-        max_batch=args.max_batch,
-        device=args.device,
-    )
     app = create_app(config)
-    print(f"probewatch serving {args.model} with the probes in {args.probes}")
-    print(f"dashboard: http://{args.host}:{args.port}/   API: http://{args.host}:{args.port}/v1")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(f"probewatch serving {config.model} with the probes in {config.probes_dir}")
+    base = f"http://{config.host}:{config.port}"
+    print(f"dashboard: {base}/   API: {base}/v1", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    serve(config_from_args(ServerConfig, args))
 
 
 def cmd_families(args: argparse.Namespace) -> None:
@@ -565,32 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_families)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server with live probe scores + dashboard")
-    _add_model_args(p)
-    p.add_argument("--probes", default=str(DEMO_DIR / "probes"), help="directory of probes")
-    p.add_argument("--vectors", help="directory of steering vectors")
-    p.add_argument("--events-db", help="SQLite event log (default: in the user cache)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="required beyond loopback (or PROBEWATCH_API_KEY)")
-    p.add_argument("--no-store-text", action="store_true", help="log scores, not text")
-    p.add_argument("--max-output-tokens", type=int, default=512)
-    p.add_argument("--max-batch", type=int, default=8)
+    add_config_args(p, ServerConfig)
     p.set_defaults(func=cmd_serve)
 
-    from probewatch.server.events_cli import add_events_parser
-
-    add_events_parser(sub)
-
-    from probewatch.cli_steer import add_steer_parsers
-
-    add_steer_parsers(sub, _load_model)
+    for module in VERB_MODULES:
+        importlib.import_module(module).register(sub)
 
     p = sub.add_parser("demo", help="the main job: train and evaluate a truth probe end to end")
     p.add_argument("--out", default=str(DEMO_DIR))
-    p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-serve", action="store_true", help="stop after the truth-probe table")
-    p.add_argument("--port", type=int, default=8000)
+    add_config_args(p, ServerConfig, only=("device", "port"))
     p.set_defaults(func=cmd_demo)
     return parser
 

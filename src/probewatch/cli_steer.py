@@ -12,14 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from probewatch.config import METHODS, MODES
 from probewatch.errors import ProbewatchError
 from probewatch.paths import refuse_to_replace
 
 LoadModel = Callable[[str, str | None], Any]
-# Spelled out rather than imported so `--help` does not load torch; a test keeps them equal
-# to steer.interventions.MODES and steer.directions.METHODS.
-MODES = ("ablate", "add", "gated", "orthogonalize")
-METHODS = ("mean_diff", "pca_diff")
 PROBE_CARD = "card.json"
 
 
@@ -308,3 +305,9 @@ def add_steer_parsers(subparsers: Any, load_model: LoadModel) -> None:
     p.add_argument("--out", required=True, help="report directory (audit.html + audit.json)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_bind(cmd_audit, load_model))
+
+
+def register(subparsers: Any) -> None:
+    from probewatch.cli import _load_model
+
+    add_steer_parsers(subparsers, _load_model)

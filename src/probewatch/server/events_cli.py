@@ -143,3 +143,7 @@ def _printable(text: str) -> str:
 def _say(text: str) -> None:
     # sys.stdout looked up at call time, so pytest's capture sees it; the library has no print().
     sys.stdout.write(text + "\n")
+
+
+def register(subparsers: Any) -> None:
+    add_events_parser(subparsers)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from probewatch.config import MODES
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, check_model
@@ -241,9 +242,6 @@ class Intervention:
     name: str
     apply: Callable[[], AbstractContextManager[Any]]
     details: dict[str, Any] = field(default_factory=dict)
-
-
-MODES = ("ablate", "add", "gated", "orthogonalize")
 
 
 def make_intervention(
