@@ -1,0 +1,98 @@
+"""What is attributed: a logit difference, a token's log-probability, or a probe's score.
+
+Each target gives, per row, the direction `u` it reads in its readout space, its constant terms,
+and the model's own value, which the parts must add up to.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from probewatch.errors import ProbewatchError
+
+
+@dataclass(frozen=True)
+class LogitDiff:
+    """logit[correct] − logit[wrong] (wrong may be None: then the plain logit of `correct`).
+    One token id per example, or one for all."""
+
+    correct: int | Sequence[int]
+    wrong: int | Sequence[int] | None = None
+
+    label = "logit difference"
+
+
+@dataclass(frozen=True)
+class LogProb:
+    """log p(token); attributed through the softmax frozen at the real forward, with the
+    nonlinear rest as its own row, so the parts still add up to the model's log-probability."""
+
+    token: int | Sequence[int]
+
+    label = "log-probability"
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    """A probe's raw score (logit) at its own site. The probe must be affine in the activation."""
+
+    probe: Any  # a ProbeArtifact (kept loose: attribution only needs .site and .probe.score)
+
+    label = "probe score"
+
+    @property
+    def site(self) -> str:
+        return str(self.probe.site)
+
+
+Target = LogitDiff | LogProb | ProbeScore
+
+
+def per_row(value: int | Sequence[int], examples: torch.Tensor, what: str) -> torch.Tensor:
+    """A token id per row, from one id or one id per example."""
+    if isinstance(value, int):
+        return torch.full_like(examples, value)
+    ids = torch.as_tensor(list(value), dtype=torch.long)
+    if int(examples.max()) >= len(ids):
+        raise ProbewatchError(
+            f"{what}: {len(ids)} token ids for {int(examples.max()) + 1} examples",
+            hint="give one token id per example, or a single id for all",
+        )
+    return ids[examples]
+
+
+def single_token(tokenizer: Any, text: str) -> int:
+    """The id of `text` as one token (e.g. " Paris"), refusing text that is several tokens."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        pieces = [tokenizer.decode([i]) for i in ids]
+        raise ProbewatchError(
+            f"{text!r} is {len(ids)} tokens for this tokenizer ({pieces}), not one",
+            hint="attribute a single-token answer, e.g. with a leading space: ' Paris'",
+        )
+    return int(ids[0])
+
+
+def affine_form(probe: Any, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w [d], b) with score(x) = x·w + b: from `affine()` where the probe declares it, else read
+    off its scores and checked on random points; a probe that is not affine is refused."""
+    declared = getattr(probe, "affine", None)
+    if callable(declared):
+        weight, bias = declared()
+        return weight.reshape(-1).double(), torch.as_tensor(bias).reshape(()).double()
+    with torch.no_grad():
+        bias = probe.score(torch.zeros(1, d_model)).reshape(-1).double()
+        weight = probe.score(torch.eye(d_model)).reshape(-1).double() - bias
+        points = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0)) * 10
+        expected = probe.score(points).reshape(-1).double()
+    if bias.numel() != 1 or not torch.allclose(
+        points.double() @ weight + bias, expected, atol=1e-3 * (1 + float(expected.abs().max()))
+    ):
+        raise ProbewatchError(
+            f"the {type(probe).__name__} probe is not affine in its activation, so its score "
+            "has no additive decomposition",
+            hint="attribute a linear probe (logistic, mass-mean, ridge, PCA), or use patching",
+        )
+    return weight, bias[0]
