@@ -26,7 +26,7 @@ export function addAlert(turn, alert) {
       class: "alert",
       "data-probe": alert.probe,
       "data-token-index": alert.token_index,
-      title: "Show the token",
+      title: span ? "Show the token" : null,
       onclick: () => {
         if (!span) return;
         span.scrollIntoView({ block: "center", behavior: "smooth" });
@@ -40,7 +40,7 @@ export function addAlert(turn, alert) {
       "span",
       { class: "alert-text" },
       h("strong", { text: alert.probe }),
-      ` at token ${alert.token_index}${tokenText}: `,
+      alert.token_index === -1 ? " on the prompt: " : ` at token ${alert.token_index}${tokenText}: `,
       h("b", { text: fmt(alert.value) }),
       typeof alert.threshold === "number" ? ` ≥ ${fmt(alert.threshold)}` : "",
     ),

@@ -6,12 +6,12 @@ import { el, fmt, h, hideError, showError } from "./dom.js";
 import { loadEvents } from "./history.js";
 import { closeInspector } from "./inspector.js";
 import { mergeProbes } from "./probes.js";
-import { setProgress } from "./progress.js";
+import { finishProgress, resetProgress, updateProgress } from "./progress.js";
 import { sseEvents } from "./sse.js";
-import { state, thresholdOf } from "./state.js";
+import { state } from "./state.js";
 import { addToken } from "./tokens.js";
 import { renderTraces, scheduleTraces } from "./traces.js";
-import { renderVerdicts } from "./verdicts.js";
+import { promptVerdicts, renderVerdicts, splitVerdicts } from "./verdicts.js";
 
 const waiting = (text) => h("span", { class: "muted small", text });
 
@@ -38,18 +38,22 @@ function addUserMessage(text) {
   return { node, scores };
 }
 
-function renderPromptScores(container, scores) {
-  const names = Object.keys(scores || {});
+// The prompt verdict: on the user's message and in the Verdicts card, as soon as it is known
+// (the stream's first chunk, before the first token).
+function showPromptVerdict(turn, verdicts) {
+  turn.promptVerdicts = { ...turn.promptVerdicts, ...verdicts };
+  const names = Object.keys(turn.promptVerdicts);
   if (!names.length) return;
-  container.replaceChildren(
-    h("span", { class: "muted", text: "input" }),
+  renderVerdicts(el.promptVerdicts, turn.promptVerdicts);
+  turn.user.scores.replaceChildren(
+    h("span", { class: "muted", text: "prompt verdict" }),
     ...names.map((name) => {
-      const t = thresholdOf(name);
-      const over = typeof t === "number" && scores[name] >= t;
+      const v = turn.promptVerdicts[name];
       return h("span", {
-        class: `chip${over ? " chip-flagged" : ""}`,
-        title: `${name}: ${fmt(scores[name])} at the last prompt token${typeof t === "number" ? ` (threshold ${fmt(t)})` : ""}`,
-        text: `${name} ${fmt(scores[name])}`,
+        class: `chip ${v.flagged ? "chip-flagged" : "chip-ok"}`,
+        "data-probe": name,
+        title: `${name}: ${fmt(v.score)} at the last prompt token (threshold ${fmt(v.threshold)})`,
+        text: `${v.flagged ? "▲" : "✓"} ${name} ${fmt(v.score)}`,
       });
     }),
   );
@@ -75,7 +79,7 @@ function newTurn(user, messages) {
     tokens: [],
     spans: new Map(),
     text: "",
-    progress: null,
+    promptVerdicts: {},
     alerts: [],
     verdicts: null,
     finish: null,
@@ -84,7 +88,8 @@ function newTurn(user, messages) {
 }
 
 function resetPanels() {
-  setProgress(null);
+  resetProgress();
+  el.promptVerdicts.replaceChildren(waiting("Scoring the prompt…"));
   el.verdicts.replaceChildren(waiting("Scoring…"));
   renderTraces(true);
 }
@@ -94,8 +99,13 @@ function handleChunk(turn, chunk) {
   const pw = chunk.probewatch || {};
   const choice = (chunk.choices && chunk.choices[0]) || {};
   const delta = choice.delta || {};
-  if (pw.probes) mergeProbes(pw.probes);
-  if (pw.prompt_scores) renderPromptScores(turn.user.scores, pw.prompt_scores);
+  if (pw.probes) {
+    mergeProbes(pw.probes);
+    if (!turn.tokens.length) resetProgress();
+  }
+  // Input monitoring first: the prompt's scores and alerts come before any token.
+  const promptAlerts = (pw.alerts || []).filter((a) => a && a.token_index === -1);
+  if (pw.prompt_scores || promptAlerts.length) showPromptVerdict(turn, promptVerdicts(pw.prompt_scores, promptAlerts));
   const content = typeof delta.content === "string" ? delta.content : "";
   if (content) {
     turn.text += content;
@@ -107,14 +117,13 @@ function handleChunk(turn, chunk) {
     }
     scheduleTraces();
   }
-  if (typeof pw.progress === "number") {
-    turn.progress = pw.progress;
-    setProgress(pw.progress);
-  }
+  updateProgress(pw.progress);
   for (const alert of pw.alerts || []) addAlert(turn, alert);
   if (pw.verdicts) {
     turn.verdicts = pw.verdicts;
-    renderVerdicts(el.verdicts, pw.verdicts);
+    const { prompt, response } = splitVerdicts(pw.verdicts);
+    if (Object.keys(prompt).length) showPromptVerdict(turn, prompt);
+    renderVerdicts(el.verdicts, response, "No response probes.");
   }
   if (choice.finish_reason) turn.finish = choice.finish_reason;
   if (pw.event_id) turn.eventId = pw.event_id;
@@ -206,7 +215,10 @@ function finishTurn(turn, outcome) {
   if (!turn.verdicts) {
     el.verdicts.replaceChildren(waiting(outcome === "ok" ? "No verdicts returned." : `Response ${outcome}.`));
   }
-  if (turn.progress === null) el.progressLabel.textContent = "no progress estimate";
+  if (!Object.keys(turn.promptVerdicts).length) {
+    el.promptVerdicts.replaceChildren(waiting(outcome === "ok" ? "No prompt probes." : `Response ${outcome}.`));
+  }
+  finishProgress(outcome === "ok" ? turn.finish : outcome);
   if (turn.eventId) state.lastEventId = turn.eventId;
   loadEvents();
   el.prompt.focus();
@@ -224,8 +236,9 @@ function clearConversation() {
   el.empty.hidden = false;
   resetAlerts();
   closeInspector();
+  el.promptVerdicts.replaceChildren(waiting("Judged before the first token."));
   el.verdicts.replaceChildren(waiting("Verdicts appear when a response ends."));
-  setProgress(null);
+  resetProgress();
   renderTraces(true);
   hideError();
   el.prompt.focus();

@@ -15,6 +15,7 @@
 // that throws shows its error in place and leaves the other views alone.
 import { on } from "./bus.js";
 import { el, fmt, h } from "./dom.js";
+import { isPromptScope } from "./probes.js";
 import { thresholdOf } from "./state.js";
 
 const views = [];
@@ -28,7 +29,8 @@ export function registerTokenView(view) {
 
 function scoresView(selection, container) {
   const { token } = selection;
-  const rows = Object.keys(token.scores).map((name) => {
+  const names = Object.keys(token.scores).filter((name) => !isPromptScope(name));
+  const rows = names.map((name) => {
     const t = thresholdOf(name);
     return h(
       "tr",

@@ -3,7 +3,7 @@
 import { emit, on } from "./bus.js";
 import { el, fmt, h, visibleToken } from "./dom.js";
 import { colourFor } from "./legend.js";
-import { ensureProbeNames } from "./probes.js";
+import { ensureProbeNames, isEstimate, isPromptScope } from "./probes.js";
 import { state, thresholdOf } from "./state.js";
 import { setCursor } from "./traces.js";
 
@@ -39,14 +39,16 @@ export function addToken(turn, index, text, scores, aggregates) {
 
 function showTooltip(span) {
   const { turn, token } = tokenOf.get(span);
-  const rows = Object.keys(token.scores).map((name) => {
+  // Prompt-scope probes are left out: their per-token score is not a judgement of the token.
+  const names = Object.keys(token.scores).filter((name) => !isPromptScope(name));
+  const rows = names.map((name) => {
     const p = token.scores[name];
     const t = thresholdOf(name);
     const over = typeof t === "number" && p >= t;
     return h(
       "div",
       { class: `tip-row${name === state.selected ? " selected" : ""}${over ? " over" : ""}` },
-      h("span", { class: "tip-name", text: name }),
+      h("span", { class: "tip-name", text: isEstimate(name) ? `${name} (est.)` : name }),
       h(
         "span",
         { class: "tip-bar" },

@@ -1,8 +1,10 @@
 // Per-probe score traces of the current response: raw score, running aggregate, threshold
-// line, alert marks and a cursor that follows the hovered token.
+// line, alert marks and a cursor that follows the hovered token. Only probes that judge the
+// response (and the progress estimate) have a trace: a prompt-scope probe's per-token score
+// means nothing, its verdict is the Prompt verdict.
 import { on } from "./bus.js";
 import { el, fmt, h, svg } from "./dom.js";
-import { selectProbe } from "./probes.js";
+import { colourProbes, selectProbe } from "./probes.js";
 import { state, thresholdOf } from "./state.js";
 
 const W = 300;
@@ -14,10 +16,14 @@ export function scheduleTraces() {
   if (!traceFrame) traceFrame = requestAnimationFrame(() => renderTraces(false));
 }
 
+const tracedProbes = () => state.probes.filter((p) => p.scope !== "prompt");
+
 function buildTraces() {
   traceNodes = new Map();
-  const charts = state.probes.map((probe) => {
+  const colourable = new Set(colourProbes().map((p) => p.name));
+  const charts = tracedProbes().map((probe) => {
     const name = probe.name;
+    const what = colourable.has(name) ? "click to colour tokens by this probe" : "an estimate, never a colour";
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "trace-svg" });
     const band = svg("rect", { x: 0, y: 0, width: W, height: 0, class: "trace-band" });
     const threshold = svg("line", { x1: 0, x2: W, y1: 0, y2: 0, class: "trace-threshold" });
@@ -34,7 +40,7 @@ function buildTraces() {
         type: "button",
         class: `trace${name === state.selected ? " selected" : ""}`,
         "data-probe": name,
-        title: `${probe.description || name} — click to colour tokens by this probe`,
+        title: `${probe.description || name} — ${what}`,
         onclick: () => selectProbe(name),
       },
       h(
@@ -49,7 +55,8 @@ function buildTraces() {
     traceNodes.set(name, { wrap, score, aggregate, threshold, band, marks, cursor, value });
     return wrap;
   });
-  el.traces.replaceChildren(...(charts.length ? charts : [h("span", { class: "muted small", text: "No probes loaded." })]));
+  const none = h("span", { class: "muted small", text: "No response probes loaded." });
+  el.traces.replaceChildren(...(charts.length ? charts : [none]));
 }
 
 const yOf = (p) => (H - 2 - Math.min(Math.max(p, 0), 1) * (H - 4)).toFixed(1);
@@ -60,7 +67,7 @@ const xScale = (tokens) => {
 
 export function renderTraces(rebuild) {
   traceFrame = 0;
-  if (rebuild || traceNodes.size !== state.probes.length) buildTraces();
+  if (rebuild || traceNodes.size !== tracedProbes().length) buildTraces();
   const tokens = state.turn ? state.turn.tokens : [];
   const xOf = xScale(tokens);
   const alerts = state.turn ? state.turn.alerts : [];
