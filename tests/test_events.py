@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from probewatch.errors import ProbewatchError
-from probewatch.server.events import EventLog, default_events_path
+from probewatch.server.events import EventFilter, EventLog, default_events_path
 from probewatch.server.events_cli import add_events_parser, parse_time
+from probewatch.server.export import export_events
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
@@ -56,7 +57,8 @@ def test_record_get_round_trip_and_settings(db: Path) -> None:
     with EventLog(db) as log:
         event_id = log.record(make_event())
         got = log.get(event_id)
-        assert got == {**make_event(), "id": event_id, "flagged": True}  # flagged from verdicts
+        expected = {**make_event(), "id": event_id, "flagged": True, "finish_reason": None}
+        assert got == expected  # flagged from the verdicts
         assert len(event_id) == 32 and int(event_id, 16) >= 0  # uuid4 hex
         assert log.get("nope") is None
         assert log.record(make_event(id="mine", flagged=False)) == "mine"
@@ -65,7 +67,8 @@ def test_record_get_round_trip_and_settings(db: Path) -> None:
         assert conn is not None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("SELECT value FROM meta").fetchone()[0] == "1"
+        version = "SELECT value FROM meta WHERE key = 'schema_version'"
+        assert conn.execute(version).fetchone()[0] == "2"
         with pytest.raises(ProbewatchError, match="already in the event log"):
             log.record(make_event(id="mine"))
     assert stat.S_IMODE(db.stat().st_mode) == 0o600  # prompts are private
@@ -93,8 +96,8 @@ def test_query_order_filters_and_count(db: Path) -> None:
             verdicts["harm"] = verdict(0.9 if harm else 0.1, harm)
         log.record(make_event(created=created, verdicts=verdicts, request_id=name))
 
-    def names(**kw: Any) -> list[str]:
-        return [e["request_id"] for e in log.query(**kw)]
+    def names(limit: int = 50, offset: int = 0, **kw: Any) -> list[str]:
+        return [e["request_id"] for e in log.query(EventFilter(**kw), limit, offset)]
 
     assert names() == ["e", "d", "c", "b", "a"]
     assert names(limit=2) == ["e", "d"]
@@ -108,11 +111,14 @@ def test_query_order_filters_and_count(db: Path) -> None:
     assert names(probe="missing") == []
     assert names(since=t0 + 10, until=t0 + 30) == ["d", "c", "b"]  # since inclusive, until not
     assert log.count() == 5
-    assert log.count(probe="truth", flagged=True) == 2
-    assert log.count(since=t0 + 20) == 3
-    for bad in ({"limit": -1}, {"offset": 1.5}, {"since": "yesterday"}, {"probe": ""}):
+    assert log.count(EventFilter(probe="truth", flagged=True)) == 2
+    assert log.count(EventFilter(since=t0 + 20)) == 3
+    for bad in ({"limit": -1}, {"offset": 1.5}):
         with pytest.raises(ProbewatchError):
             log.query(**bad)
+    for where in (EventFilter(since="yesterday"), EventFilter(probe="")):  # type: ignore[arg-type]
+        with pytest.raises(ProbewatchError):
+            log.query(where)
     log.close()
 
 
@@ -145,13 +151,13 @@ def test_export_jsonl_and_csv(db: Path, tmp_path: Path) -> None:
     )
 
     out = tmp_path / "out" / "events.jsonl"
-    assert log.export(out) == 2
+    assert export_events(log, out) == 2
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines == [log.get(second), log.get(first)]
 
     out_csv = tmp_path / "out" / "events.csv"
-    assert log.export(out_csv, "csv", probe="truth") == 1  # filters apply
-    assert log.export(out_csv, "csv") == 2  # and an existing file is replaced
+    assert export_events(log, out_csv, "csv", EventFilter(probe="truth")) == 1  # filters apply
+    assert export_events(log, out_csv, "csv") == 2  # and an existing file is replaced
     with out_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == [second, first]
@@ -167,9 +173,9 @@ def test_export_jsonl_and_csv(db: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == ["events.csv", "events.jsonl"]
 
     with pytest.raises(ProbewatchError, match="export format"):
-        log.export(tmp_path / "events.txt")
+        export_events(log, tmp_path / "events.txt")
     with pytest.raises(ProbewatchError, match="event log itself"):
-        log.export(db, "jsonl")
+        export_events(log, db, "jsonl")
     log.close()
 
 
@@ -188,9 +194,9 @@ def test_export_jsonl_and_csv(db: Path, tmp_path: Path) -> None:
         ({"verdicts": {"truth": {**verdict(0.5, False), "flagged": 1}}}, "verdicts.truth.flagged"),
         ({"alerts": [{"probe": "harm", "token_index": "3"}]}, "alerts[0].token_index"),
         ({"prompt": "just a string"}, "prompt"),
-        ({"prompt": [{"role": "user"}]}, "prompt[0]"),
+        ({"prompt": [{"role": "user"}]}, "prompt[0].content"),
         ({"response": 42}, "response"),
-        ({"steering": {"vector": "v", "strength": float("inf")}}, "steering"),
+        ({"steering": {"vector": "v", "strength": float("inf")}}, "steering.strength"),
         ({"colour": "red"}, "colour"),
         ({"id": ""}, "id"),
     ],

@@ -9,7 +9,7 @@ import torch
 from probewatch.capture import ActivationCapture
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.monitor import Monitor, MonitoredProbe
+from probewatch.monitor import Monitor, MonitoredProbe, PromptStep
 from probewatch.probes import ProbeArtifact, make_probe
 from probewatch.probes.aggregators import make_aggregator
 from probewatch.probes.artifact import build_card
@@ -189,6 +189,8 @@ def test_prompt_scoped_probes_judge_the_request(tiny: LoadedModel) -> None:
         flagged.verdicts["harm"]["flagged"] and flagged.verdicts["harm"]["first_alert_token"] == -1
     )
     assert [a.token_index for a in flagged.alerts] == [-1]
-    assert flagged.tokens[0].alerts == flagged.alerts  # streamed with the first token
+    steps = list(monitor.stream([CHATS[0]], max_new_tokens=4))
+    assert isinstance(steps[0], PromptStep)  # before the first token: input monitoring
+    assert steps[0].alerts == flagged.alerts and not steps[1].alerts
     probe.threshold = prompt_logit + 1e-3
     assert not monitor.generate([CHATS[0]], max_new_tokens=4)[0].verdicts["harm"]["flagged"]

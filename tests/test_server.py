@@ -24,8 +24,9 @@ from probewatch.models.loading import LoadedModel
 from probewatch.probes import ProbeArtifact, make_probe, save_probe
 from probewatch.probes.artifact import build_card
 from probewatch.server.app import create_app
-from probewatch.server.batcher import Batcher, Job
+from probewatch.server.batcher import BatchSettings, HFBatcher, Job
 from probewatch.server.config import ServerConfig
+from probewatch.server.engine import GenerationRequest
 from probewatch.server.events import EventLog
 from tests.conftest import tiny_model
 
@@ -230,7 +231,7 @@ def test_concurrent_requests_are_batched(served: Server) -> None:
     with ThreadPoolExecutor(6) as pool:
         ids = list(pool.map(ask, range(6)))
     assert len(set(ids)) == 6
-    assert served.app.state.server.batcher.largest_batch > 1
+    assert served.app.state.server.parts.engine.stats.largest_batch > 1
 
 
 def test_openapi_models_and_dashboard(served: Server) -> None:
@@ -253,14 +254,14 @@ def test_api_key_is_required_beyond_loopback_and_enforced(tmp_path: Path) -> Non
         probes_dir=tmp_path / "p",
         events_db=tmp_path / "e.sqlite",
         port=free_port(),
-        api_key="s3cret",
+        api_key="s3cret-s3cret-s3cret",
     )
     with Server(config, loaded) as server:
         server.wait_ready()
         assert httpx.get(server.url + "/v1/models").status_code == 401
         headers = {"Authorization": "Bearer wrong"}
         assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 401
-        headers = {"Authorization": "Bearer s3cret"}
+        headers = {"Authorization": "Bearer s3cret-s3cret-s3cret"}
         assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 200
         assert httpx.get(server.url + "/health").status_code == 200  # health stays open
 
@@ -286,7 +287,6 @@ KILL_SCRIPT = """
 import sys, uvicorn
 from pathlib import Path
 from probewatch.server.app import create_app
-from probewatch.server.batcher import Batcher, Job
 from probewatch.server.config import ServerConfig
 root = Path(sys.argv[1])
 config = ServerConfig(model=str(root / "model"), probes_dir=root / "probes",
@@ -393,7 +393,8 @@ def test_steering_vector_per_request(tmp_path: Path) -> None:
 
 
 def _job(i: int) -> Job:
-    return Job(f"r{i}", [{"role": "user", "content": "x"}], 4, 0.0, None, None, [], lambda e: None)
+    request = GenerationRequest(f"r{i}", [{"role": "user", "content": "x"}], 3, 4, 0.0, 0)
+    return Job(request, lambda item: None)
 
 
 @pytest.mark.parametrize(("gap_s", "expected"), [(0.02, [4]), (0.25, [1, 1, 1, 1])])
@@ -402,7 +403,7 @@ def test_batch_keeps_collecting_while_requests_keep_arriving(
 ) -> None:
     """Jobs arriving within the idle gap of each other share a batch (up to the window);
     jobs further apart than the gap do not wait for each other."""
-    batcher = Batcher(lambda: None, lambda job, response: "", window_s=0.5, idle_s=0.1)  # type: ignore[arg-type,return-value]
+    batcher = HFBatcher(tiny_model(), [], BatchSettings(window_s=0.5, idle_s=0.1))
 
     def arrive() -> None:
         for i in range(4):

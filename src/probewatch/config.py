@@ -30,6 +30,7 @@ MODES: tuple[str, ...] = get_args(Mode)
 METHODS: tuple[str, ...] = get_args(Method)
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+MIN_API_KEY_LENGTH = 16
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -417,6 +418,10 @@ class ServerConfig(ModelChoice):
     """longest wait collecting a batch, in ms"""
     batch_idle_ms: float = 60.0
     """collecting stops when no request arrives for this long, in ms"""
+    allowed_hosts: str = ""
+    """more Host names to answer to, comma-separated (loopback and --host always; * for any)"""
+    allowed_origins: str = ""
+    """web origins besides the server's own whose pages may call /v1, comma-separated"""
 
     def __post_init__(self) -> None:
         self.probes_dir = Path(self.probes_dir)
@@ -439,8 +444,23 @@ class ServerConfig(ModelChoice):
         except ValueError:
             return False
 
+    def host_allow_list(self) -> set[str] | None:
+        """Host names the server answers to; None: any (beyond loopback, where a key is needed)."""
+        extra = split_list(self.allowed_hosts)
+        if "*" in extra or (not self.loopback and not extra):
+            return None
+        return {*LOOPBACK_NAMES, self.host, *extra}
+
     def check(self) -> None:
-        """What only matters once the server starts: an API key beyond loopback."""
+        """What only matters once the server starts: a usable API key, required beyond
+        loopback."""
+        key = self.api_key
+        if key is not None and (len(key) < MIN_API_KEY_LENGTH or key.strip() != key):
+            raise ProbewatchError(
+                f"the API key must be at least {MIN_API_KEY_LENGTH} characters, without "
+                "surrounding spaces",
+                hint="make one with: python -c 'import secrets; print(secrets.token_urlsafe())'",
+            )
         if not self.loopback and not self.api_key:
             raise ProbewatchError(
                 f"refusing to serve on {self.host} without an API key",

@@ -2,7 +2,8 @@
 
     monitor = Monitor(loaded, [load_probe(p, loaded) for p in paths])
     for step in monitor.stream([[{"role": "user", "content": "Hi"}]]):
-        step.text, step.scores, step.alerts
+        if isinstance(step, TokenStep):
+            step.text, step.scores, step.alerts
 
 Cost stays close to zero: forward hooks keep only the newest position of each probed site,
 every probe whose score is an affine function of the activation is one column of a single
@@ -15,6 +16,7 @@ second forward pass and happens on the device the model runs on.
 import contextlib
 import inspect
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,9 @@ from probewatch.sites import layer_list, parse_site, resolve_module
 from probewatch.steer import add_vector
 
 Message = dict[str, str]
+# A fast tokenizer must not be called from two threads at once ("Already borrowed"): the
+# server counts prompt tokens in worker threads while the batcher encodes a batch.
+_ENCODE_LOCK = threading.Lock()
 DEFAULT_AGGREGATOR = {"name": "ema_max", "alpha": 0.3}
 
 
@@ -181,13 +186,23 @@ class TokenStep:
 
 
 @dataclass
+class PromptStep:
+    """A conversation's prompt has been read: its scores and prompt-scope alerts, yielded for
+    every row of the batch before the first token (input monitoring can act before output)."""
+
+    row: int
+    prompt_scores: dict[str, float]  # probability per probe at the last prompt token
+    alerts: list[Alert]  # prompt-scope alerts, token_index -1
+
+
+@dataclass
 class MonitoredResponse:
     text: str = ""
     tokens: list[TokenStep] = field(default_factory=list)
     prompt_scores: dict[str, float] = field(default_factory=dict)
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
-    finish_reason: str = "length"
+    finish_reason: str = "length"  # "stop", "length", or "cancelled" (Monitor.stop)
 
     @property
     def flagged(self) -> bool:
@@ -258,15 +273,20 @@ class Monitor:
         else:  # a base model: plain concatenation of the message contents
             texts = ["\n".join(m["content"] for m in c) for c in conversations]
             special = True
-        encoded = tokenizer(
-            texts,
-            add_special_tokens=special,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-        )
+        with _ENCODE_LOCK:  # padding settings live in the shared Rust tokenizer
+            encoded = tokenizer(
+                texts,
+                add_special_tokens=special,
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            )
         device = self.loaded.device
         return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+
+    def prompt_length(self, conversation: Sequence[Message]) -> int:
+        """Tokens `stream` feeds the model for this conversation (its rendered prompt)."""
+        return int(self._encode([conversation])[0].shape[1])
 
     @torch.no_grad()
     def stream(
@@ -274,32 +294,34 @@ class Monitor:
         conversations: Sequence[Sequence[Message]],
         max_new_tokens: int | Sequence[int] = 128,
         temperature: float | Sequence[float] = 0.0,
-        seed: int | None = None,
+        seed: int | Sequence[int | None] | None = None,
         steering: Sequence[tuple[str, torch.Tensor, float]] = (),
-    ) -> Iterator[TokenStep]:
-        """Yield one TokenStep per generated token per conversation, as they are produced.
-        The last step of each row has `finish_reason`; `responses` collects the results.
+    ) -> Iterator[PromptStep | TokenStep]:
+        """Yield one PromptStep per conversation once the prompts are read, then one TokenStep
+        per generated token per conversation, as they are produced. The last step of each row
+        has `finish_reason`; `responses` collects the results; `stop(row)` ends a row early.
 
-        `max_new_tokens` and `temperature` may be given per conversation (one batch can
-        serve requests with different settings); `steering` adds (site, vector, scale) to the
-        residual stream of the whole batch."""
+        `max_new_tokens`, `temperature` and `seed` may be given per conversation (one batch can
+        serve requests with different settings): each row samples from its own generator, so a
+        seeded row draws the same tokens alone or batched. `steering` adds (site, vector,
+        scale) to the residual stream of the whole batch."""
         if not conversations:
             raise ProbewatchError("no conversations to generate for")
         n = len(conversations)
         limits = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
         temps = [temperature] * n if isinstance(temperature, int | float) else list(temperature)
-        if len(limits) != n or len(temps) != n:
-            raise ProbewatchError("give one max_new_tokens and temperature per conversation")
+        seeds = [seed] * n if seed is None or isinstance(seed, int) else list(seed)
+        if len(limits) != n or len(temps) != n or len(seeds) != n:
+            raise ProbewatchError("give one max_new_tokens, temperature and seed per conversation")
         if min(limits) < 1:
             raise ProbewatchError("max_new_tokens must be at least 1")
         if not all(math.isfinite(t) and t >= 0 for t in temps):
             raise ProbewatchError("temperature must be a finite number >= 0")
         model = self.loaded.model
         input_ids, attention_mask = self._encode(conversations)
-        generator = torch.Generator(device=input_ids.device)
-        if seed is not None:
-            generator.manual_seed(seed)
+        generators = [_generator(s, input_ids.device) for s in seeds]
         rows = [_RowState(self.probes) for _ in conversations]
+        self._rows = rows
         self.responses = [row.response for row in rows]
         handles = self._hooks()
         temperatures = torch.tensor(temps, device=input_ids.device).unsqueeze(1)
@@ -320,27 +342,18 @@ class Monitor:
                 )
                 prompt_scores = self.bank.score(self._latest, len(rows)).float().cpu()
                 for i, row in enumerate(rows):
-                    row.response.prompt_scores = {
-                        p.name: p.probability(float(prompt_scores[i, k]))
-                        for k, p in enumerate(self.probes)
-                    }
-                    for k, p in enumerate(self.probes):
-                        value = float(prompt_scores[i, k])
-                        if p.scope == "prompt" and p.threshold is not None and value > p.threshold:
-                            # Input monitoring: flagged before the first token is generated.
-                            row.alerted[k] = True
-                            row.first_alert[k] = -1
-                            row.response.alerts.append(
-                                Alert(p.name, -1, p.probability(value), p.probability(p.threshold))
-                            )
+                    yield self._read_prompt(row, i, prompt_scores[i])
                 next_position = position_ids[:, -1:] + 1
                 for step in range(max(limits)):
+                    if all(row.done for row in rows):  # every row stopped by the caller
+                        break
                     logits = out.logits[:, -1, :].float()
                     next_ids = logits.argmax(dim=-1, keepdim=True)
                     if bool(sample.any()):
                         probs = torch.softmax(logits / temperatures.clamp_min(1e-6), dim=-1)
-                        drawn = torch.multinomial(probs, 1, generator=generator)
-                        next_ids = torch.where(sample.unsqueeze(1), drawn, next_ids)
+                        for i in sample.nonzero()[:, 0].tolist():
+                            drawn = torch.multinomial(probs[i], 1, generator=generators[i])
+                            next_ids[i, 0] = drawn[0]
                     attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids)], dim=1)
                     out = model(
                         input_ids=next_ids,
@@ -363,6 +376,29 @@ class Monitor:
                 handle.remove()
             self._latest = {}
 
+    def _read_prompt(self, row: _RowState, i: int, scores: torch.Tensor) -> PromptStep:
+        response = row.response
+        response.prompt_scores = {
+            p.name: p.probability(float(scores[k])) for k, p in enumerate(self.probes)
+        }
+        for k, p in enumerate(self.probes):
+            value = float(scores[k])
+            if p.scope == "prompt" and p.threshold is not None and value > p.threshold:
+                # Input monitoring: flagged before the first token is generated.
+                row.alerted[k] = True
+                row.first_alert[k] = -1
+                response.alerts.append(
+                    Alert(p.name, -1, p.probability(value), p.probability(p.threshold))
+                )
+        return PromptStep(i, dict(response.prompt_scores), list(response.alerts))
+
+    def stop(self, row: int) -> None:
+        """End row `row` of the running `stream` now (its client left): it gets no more tokens,
+        its response keeps the tokens so far, with finish_reason "cancelled"."""
+        state = self._rows[row]
+        if not state.done:
+            self._finish(state, "cancelled")
+
     def _advance(
         self, row: _RowState, i: int, token_id: int, scores: torch.Tensor, last_step: bool
     ) -> TokenStep:
@@ -371,14 +407,13 @@ class Monitor:
         text = ""
         if not stop:
             row.token_ids.append(token_id)
-            full = self.loaded.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+            with _ENCODE_LOCK:
+                full = self.loaded.tokenizer.decode(row.token_ids, skip_special_tokens=True)
             # Decoding the whole response keeps multi-byte characters and spaces right.
             text = full[len(row.text) :] if full.startswith(row.text) else full
             row.text = full
         probabilities, aggregates = {}, {}
-        # Alerts raised on the prompt travel with the first token, so streams show them early.
-        alerts = [a for a in row.response.alerts if a.token_index == -1] if index == 0 else []
-        prompt_alerts = len(alerts)
+        alerts: list[Alert] = []
         progress = None
         for k, probe in enumerate(self.probes):
             logit = float(scores[k])
@@ -406,24 +441,28 @@ class Monitor:
         )
         response = row.response
         response.tokens.append(step)
-        response.alerts.extend(alerts[prompt_alerts:])
+        response.alerts.extend(alerts)
         if finish:
-            row.done = True
-            response.text = row.text
-            response.finish_reason = finish
-            response.verdicts = {
-                p.name: {
-                    "score": response.prompt_scores[p.name]
-                    if p.scope == "prompt"
-                    else p.probability(row.streams[k].value),
-                    "threshold": p.probability(p.threshold) if p.threshold is not None else None,
-                    "flagged": row.alerted[k],
-                    "first_alert_token": row.first_alert[k],
-                }
-                for k, p in enumerate(self.probes)
-                if p.task != "regression"
-            }
+            self._finish(row, finish)
         return step
+
+    def _finish(self, row: _RowState, reason: str) -> None:
+        row.done = True
+        response = row.response
+        response.text = row.text
+        response.finish_reason = reason
+        response.verdicts = {
+            p.name: {
+                "score": response.prompt_scores[p.name]
+                if p.scope == "prompt" or not response.tokens
+                else p.probability(row.streams[k].value),
+                "threshold": p.probability(p.threshold) if p.threshold is not None else None,
+                "flagged": row.alerted[k],
+                "first_alert_token": row.first_alert[k],
+            }
+            for k, p in enumerate(self.probes)
+            if p.task != "regression"
+        }
 
     def generate(
         self, conversations: Sequence[Sequence[Message]], **kwargs: Any
@@ -432,6 +471,15 @@ class Monitor:
         for _ in self.stream(conversations, **kwargs):
             pass
         return self.responses
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()  # nondeterministic, like an unseeded torch.multinomial
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def _name(artifact: ProbeArtifact) -> str:

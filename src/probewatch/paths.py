@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -68,7 +69,8 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise FileExistsError(str(target))
-    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    clean_stale_scratch(target.parent)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=scratch_prefix(target.name)))
     try:
         yield scratch
     except BaseException:
@@ -81,3 +83,38 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(scratch, target)
+
+
+_SCRATCH = re.compile(r"^\..+\.(?:partial|old)-(\d+)(?:-|$)")
+
+
+def scratch_prefix(name: str) -> str:
+    """Prefix of a scratch directory for `name`; it records our pid, so a later process can
+    tell a crashed write's leftovers (pid gone) from a write still under way."""
+    return f".{name}.partial-{os.getpid()}-"
+
+
+def clean_stale_scratch(root: Path) -> list[str]:
+    """Remove scratch directories in `root` left by processes that no longer run (a write
+    killed half-way); return their names. Those of live processes are left alone."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        found = _SCRATCH.match(path.name)
+        if found and path.is_dir() and not _alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return sorted(removed)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

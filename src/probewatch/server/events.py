@@ -12,7 +12,6 @@ not hold up `record`. Other processes (the `probewatch events` command) may open
 at the same time: WAL lets them read while the server writes.
 """
 
-import csv
 import json
 import logging
 import math
@@ -23,16 +22,19 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from pydantic import ValidationError
 
 from probewatch.errors import ProbewatchError
-from probewatch.paths import atomic_text, cache_dir
+from probewatch.paths import cache_dir
+from probewatch.server.schemas import Event
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-FORMATS = ("jsonl", "csv")
+SCHEMA_VERSION = 2  # 2: finish_reason (a cancelled response says so)
 FIELDS = (
     "id",
     "created",
@@ -47,6 +49,7 @@ FIELDS = (
     "n_tokens",
     "flagged",
     "steering",
+    "finish_reason",
 )
 JSON_FIELDS = ("probes", "verdicts", "alerts", "prompt", "steering")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -67,7 +70,8 @@ CREATE TABLE events (
     response TEXT,
     n_tokens INTEGER NOT NULL,
     flagged INTEGER NOT NULL,
-    steering TEXT
+    steering TEXT,
+    finish_reason TEXT
 );
 CREATE INDEX events_created ON events (created);
 CREATE INDEX events_flagged ON events (flagged, created);
@@ -131,7 +135,7 @@ class EventLog:
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise _damaged(self.path, exc) from exc
+            raise damaged(self.path, exc) from exc
         return conn
 
     @staticmethod
@@ -184,7 +188,7 @@ class EventLog:
                     hint="leave `id` out and a fresh one is assigned",
                 ) from exc
             except sqlite3.DatabaseError as exc:
-                raise _damaged(self.path, exc) from exc
+                raise damaged(self.path, exc) from exc
         return str(row["id"])
 
     # -- reading -------------------------------------------------------------------------------
@@ -194,92 +198,39 @@ class EventLog:
         with self._locked() as conn:
             cur = conn.execute(f"SELECT {', '.join(FIELDS)} FROM events WHERE id = ?", (event_id,))
             found = cur.fetchone()
-        return None if found is None else _from_row(found)
+        return None if found is None else from_row(found)
 
     def query(
-        self,
-        limit: int = 50,
-        offset: int = 0,
-        probe: str | None = None,
-        flagged: bool | None = None,
-        since: float | None = None,
-        until: float | None = None,
+        self, where: "EventFilter | None" = None, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
-        """Events newest first, `since <= created < until`.
-
-        `probe` keeps events with a verdict for that probe; with `flagged` as well, the flag is
-        that probe's verdict, otherwise it is the event's overall `flagged`.
-        """
-        where, params = _where(probe, flagged, since, until)
-        page = _page(limit, offset)
-        sql = f"SELECT {', '.join(FIELDS)} FROM events{where} {_ORDER}{page}"
+        """Events newest first that pass `where` (see EventFilter)."""
+        clause, params = (where or EventFilter()).sql()
+        sql = f"SELECT {', '.join(FIELDS)} FROM events{clause} {ORDER}{page(limit, offset)}"
         with self._locked() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
-    def count(
-        self,
-        probe: str | None = None,
-        flagged: bool | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int:
+    def count(self, where: "EventFilter | None" = None) -> int:
         """How many events `query` would return without a limit."""
-        where, params = _where(probe, flagged, since, until)
+        clause, params = (where or EventFilter()).sql()
         with self._locked() as conn:
-            return int(conn.execute(f"SELECT count(*) FROM events{where}", params).fetchone()[0])
+            return int(conn.execute(f"SELECT count(*) FROM events{clause}", params).fetchone()[0])
 
-    def export(
-        self,
-        out: str | Path,
-        fmt: str | None = None,
-        *,
-        limit: int | None = None,
-        probe: str | None = None,
-        flagged: bool | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int:
-        """Write the matching events (newest first) to `out`; return how many.
-
-        `fmt` is "jsonl" or "csv", by default taken from the suffix of `out`. The file appears
-        whole or not at all (temp file, fsync, rename); an existing file is replaced. CSV has one
-        column per field, structured fields JSON-encoded, plus `verdict.<probe>.score` and
-        `verdict.<probe>.flagged` for every probe that appears.
-        """
-        out = Path(out).expanduser()
-        fmt = export_format(out, fmt)
-        if out.resolve() in {self.path.resolve(), *_sidecars(self.path.resolve())}:
-            raise ProbewatchError(f"{out} is the event log itself", hint="export to another file")
-        self._connection()  # refuse after close(), like every other method
-        where, params = _where(probe, flagged, since, until)
-        selected = f"SELECT {', '.join(FIELDS)} FROM events{where} {_ORDER}{_page(limit, 0)}"
-        # A private read connection: one snapshot for both passes, and no lock held while the
-        # file is written, so the server keeps recording meanwhile.
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            conn.execute("BEGIN")  # a read transaction: both passes see the same events
-            with atomic_text(out, newline="" if fmt == "csv" else None) as f:
-                if fmt == "jsonl":
-                    n = _write_jsonl(f, (_from_row(r) for r in conn.execute(selected, params)))
-                else:
-                    probes = [
-                        r[0]
-                        for r in conn.execute(
-                            f"SELECT DISTINCT v.key FROM ({selected}) AS e, "
-                            "json_each(e.verdicts) AS v ORDER BY v.key",
-                            params,
-                        )
-                    ]
-                    n = _write_csv(
-                        f, (_from_row(r) for r in conn.execute(selected, params)), probes
-                    )
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(self.path, exc) from exc
-        finally:
-            conn.close()
-        return n
+    def check_writable(self) -> None:
+        """Write and commit a heartbeat row; raise ProbewatchError if the log cannot take a
+        write (full disk, read-only file), as `record` would."""
+        with self._locked() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_write_check', ?)",
+                    (repr(time.time()),),
+                )
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise damaged(self.path, exc) from exc
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -299,6 +250,11 @@ class EventLog:
     def __repr__(self) -> str:
         return f"EventLog({str(self.path)!r}, store_text={self.store_text})"
 
+    def reader(self) -> sqlite3.Connection:
+        """A private read-only connection to the same file (exports: no lock held)."""
+        self._connection()  # refuse after close(), like every other method
+        return sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise ProbewatchError(
@@ -316,96 +272,39 @@ class EventLog:
 
 
 def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Check an event against the contract in docs/API.md; return it with defaults filled in.
-
-    Raises ProbewatchError naming the first bad field.
-    """
+    """Check an event against the contract (schemas.Event); return it with defaults filled in:
+    a missing id gets a uuid4 hex, a missing `created` the current time, a missing `flagged`
+    whether any verdict flagged. Raises ProbewatchError naming the first bad field."""
     if not isinstance(event, Mapping):
         raise ProbewatchError(f"an event must be a dict, not {type(event).__name__}")
-    unknown = sorted(set(event) - set(FIELDS))
-    if unknown:
-        raise ProbewatchError(
-            f"event has unknown field {unknown[0]!r}", hint=f"the fields are: {', '.join(FIELDS)}"
+    row = dict(event)
+    row.setdefault("id", None)
+    row["id"] = row["id"] if row["id"] is not None else uuid.uuid4().hex
+    row["created"] = row.get("created") if row.get("created") is not None else time.time()
+    if row.get("flagged") is None:
+        verdicts = row.get("verdicts")
+        row["flagged"] = isinstance(verdicts, Mapping) and any(
+            isinstance(v, Mapping) and v.get("flagged") is True for v in verdicts.values()
         )
-    for name in ("model", "probes", "verdicts", "alerts", "n_tokens"):
-        if name not in event:
-            raise ProbewatchError(f"event field {name!r} is missing")
-    row: dict[str, Any] = {name: event.get(name) for name in FIELDS}
-    if row["id"] is None:
-        row["id"] = uuid.uuid4().hex
-    if row["created"] is None:
-        row["created"] = time.time()
+    try:
+        checked = Event.model_validate(row, strict=True)
+    except ValidationError as exc:
+        raise _field_error(exc) from exc
+    return checked.model_dump()
 
-    _expect(isinstance(row["id"], str) and 0 < len(row["id"]) <= 200, "id", "a non-empty string")
-    _expect(_is_number(row["created"]) and row["created"] >= 0, "created", "unix seconds (>= 0)")
-    _expect(isinstance(row["model"], str) and row["model"] != "", "model", "a non-empty string")
-    for name in ("request_id", "model_fingerprint", "response"):
-        _expect(row[name] is None or isinstance(row[name], str), name, "a string or null")
-    _expect(_is_int(row["n_tokens"]) and row["n_tokens"] >= 0, "n_tokens", "an integer >= 0")
 
-    probes = row["probes"]
-    _expect(isinstance(probes, dict), "probes", "an object {probe name: version}")
-    for name, version in probes.items():
-        ok = isinstance(name, str) and (isinstance(version, str) or _is_int(version))
-        _expect(ok, f"probes.{name}", "a version string")
-
-    verdicts = row["verdicts"]
-    _expect(isinstance(verdicts, dict), "verdicts", "an object {probe name: verdict}")
-    for name, verdict in verdicts.items():
-        _check_verdict(name, verdict)
-
-    alerts = row["alerts"]
-    _expect(isinstance(alerts, list), "alerts", "a list of alerts")
-    for i, alert in enumerate(alerts):
-        _check_alert(i, alert)
-
-    prompt = row["prompt"]
-    _expect(prompt is None or isinstance(prompt, list), "prompt", "a list of messages or null")
-    for i, message in enumerate(prompt or []):
-        ok = (
-            isinstance(message, dict)
-            and isinstance(message.get("role"), str)
-            and isinstance(message.get("content"), str)
+def _field_error(exc: ValidationError) -> ProbewatchError:
+    first = exc.errors()[0]
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+    ).lstrip(".")
+    if first["type"] == "missing":
+        return ProbewatchError(f"event field {where!r} is missing")
+    if first["type"] == "extra_forbidden":
+        return ProbewatchError(
+            f"event has unknown field {where!r}", hint=f"the fields are: {', '.join(FIELDS)}"
         )
-        _expect(ok, f"prompt[{i}]", 'a message {"role": str, "content": str}')
-
-    steering = row["steering"]
-    _expect(steering is None or isinstance(steering, dict), "steering", "an object or null")
-    if row["flagged"] is None:
-        row["flagged"] = any(v["flagged"] for v in verdicts.values())
-    _expect(isinstance(row["flagged"], bool), "flagged", "true or false")
-
-    for name in JSON_FIELDS:  # anything that would not survive a JSON round trip
-        try:
-            json.dumps(row[name], allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ProbewatchError(f"event field {name!r} is not valid JSON: {exc}") from exc
-    return row
-
-
-def _check_verdict(name: Any, verdict: Any) -> None:
-    field = f"verdicts.{name}"
-    _expect(isinstance(name, str) and name != "", "verdicts", "keyed by probe name")
-    _expect(isinstance(verdict, dict), field, "an object with score, threshold, flagged")
-    for key in ("score", "threshold"):
-        _expect(_is_number(verdict.get(key)), f"{field}.{key}", "a finite number")
-    _expect(isinstance(verdict.get("flagged"), bool), f"{field}.flagged", "true or false")
-    first = verdict.get("first_alert_token")
-    _expect(first is None or _is_int(first), f"{field}.first_alert_token", "an integer or null")
-
-
-def _check_alert(i: int, alert: Any) -> None:
-    field = f"alerts[{i}]"
-    _expect(isinstance(alert, dict), field, "an object with probe, token_index, value, threshold")
-    _expect(isinstance(alert.get("probe"), str), f"{field}.probe", "a probe name")
-    _expect(_is_int(alert.get("token_index")), f"{field}.token_index", "an integer")
-    for key in ("value", "threshold"):
-        _expect(_is_number(alert.get(key)), f"{field}.{key}", "a finite number")
-
-
-def _expect(ok: bool, field: str, what: str) -> None:
-    if not ok:
-        raise ProbewatchError(f"event field {field!r} must be {what}")
+    return ProbewatchError(f"event field {where!r}: {first['msg']}")
 
 
 def _is_int(x: Any) -> bool:
@@ -419,7 +318,7 @@ def _is_number(x: Any) -> bool:
 # -- rows and SQL --------------------------------------------------------------------------------
 
 # rowid breaks ties in `created` by insertion order.
-_ORDER = "ORDER BY created DESC, rowid DESC"
+ORDER = "ORDER BY created DESC, rowid DESC"
 
 
 def _to_column(name: str, value: Any) -> Any:
@@ -430,7 +329,7 @@ def _to_column(name: str, value: Any) -> Any:
     return value
 
 
-def _from_row(row: tuple[Any, ...]) -> dict[str, Any]:
+def from_row(row: tuple[Any, ...]) -> dict[str, Any]:
     event = dict(zip(FIELDS, row, strict=True))
     for name in JSON_FIELDS:
         if event[name] is not None:
@@ -439,35 +338,45 @@ def _from_row(row: tuple[Any, ...]) -> dict[str, Any]:
     return event
 
 
-def _where(
-    probe: str | None, flagged: bool | None, since: float | None, until: float | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if probe is not None:
-        if not isinstance(probe, str) or not probe:
-            raise ProbewatchError("probe filter must be a probe name")
-        # json_each keys are the probe names, so names with dots or quotes need no escaping.
-        verdict = "SELECT 1 FROM json_each(events.verdicts) AS v WHERE v.key = ?"
-        if flagged is not None:
-            verdict += " AND json_extract(v.value, '$.flagged') = ?"
-        clauses.append(f"EXISTS ({verdict})")
-        params.append(probe)
-        if flagged is not None:
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events to read: `since <= created < until`; `probe` keeps events with a verdict
+    for that probe; with `flagged` as well, the flag is that probe's verdict, otherwise it is
+    the event's overall `flagged`."""
+
+    probe: str | None = None
+    flagged: bool | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        probe, flagged = self.probe, self.flagged
+        if probe is not None:
+            if not isinstance(probe, str) or not probe:
+                raise ProbewatchError("probe filter must be a probe name")
+            # json_each keys are the probe names, so names with dots or quotes need no escaping.
+            verdict = "SELECT 1 FROM json_each(events.verdicts) AS v WHERE v.key = ?"
+            if flagged is not None:
+                verdict += " AND json_extract(v.value, '$.flagged') = ?"
+            clauses.append(f"EXISTS ({verdict})")
+            params.append(probe)
+            if flagged is not None:
+                params.append(int(flagged))
+        elif flagged is not None:
+            clauses.append("flagged = ?")
             params.append(int(flagged))
-    elif flagged is not None:
-        clauses.append("flagged = ?")
-        params.append(int(flagged))
-    for name, bound, op in (("since", since, ">="), ("until", until, "<")):
-        if bound is not None:
-            if not _is_number(bound):
-                raise ProbewatchError(f"{name} must be unix seconds, not {bound!r}")
-            clauses.append(f"created {op} ?")
-            params.append(float(bound))
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        for name, bound, op in (("since", self.since, ">="), ("until", self.until, "<")):
+            if bound is not None:
+                if not _is_number(bound):
+                    raise ProbewatchError(f"{name} must be unix seconds, not {bound!r}")
+                clauses.append(f"created {op} ?")
+                params.append(float(bound))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _page(limit: int | None, offset: int) -> str:
+def page(limit: int | None, offset: int) -> str:
     if limit is not None and (not _is_int(limit) or limit < 0):
         raise ProbewatchError(f"limit must be an integer >= 0, not {limit!r}")
     if not _is_int(offset) or offset < 0:
@@ -479,60 +388,7 @@ def _page(limit: int | None, offset: int) -> str:
 # -- files ---------------------------------------------------------------------------------------
 
 
-def export_format(out: Path, fmt: str | None) -> str:
-    """The export format: `fmt` if given, else from the suffix of `out`."""
-    if fmt is None:
-        fmt = out.suffix.lower().lstrip(".")
-        if fmt == "json":
-            fmt = "jsonl"
-        if fmt not in FORMATS:
-            raise ProbewatchError(
-                f"cannot tell the export format from {out.name!r}",
-                hint="name the file .jsonl or .csv, or pass the format (jsonl or csv)",
-            )
-    if fmt not in FORMATS:
-        raise ProbewatchError(f"unknown export format {fmt!r}", hint="use jsonl or csv")
-    return fmt
-
-
-def _write_jsonl(f: IO[str], events: Iterator[dict[str, Any]]) -> int:
-    n = 0
-    for event in events:
-        f.write(json.dumps(event, ensure_ascii=False) + "\n")
-        n += 1
-    return n
-
-
-def _write_csv(f: IO[str], events: Iterator[dict[str, Any]], probes: list[str]) -> int:
-    header = [*FIELDS]
-    for probe in probes:
-        header += [f"verdict.{probe}.score", f"verdict.{probe}.flagged"]
-    writer = csv.writer(f)
-    writer.writerow(header)
-    n = 0
-    for event in events:
-        cells = [_csv_cell(event[name]) for name in FIELDS]
-        for probe in probes:
-            verdict = event["verdicts"].get(probe)
-            if verdict is None:
-                cells += ["", ""]
-            else:
-                cells += [_csv_cell(verdict["score"]), _csv_cell(verdict["flagged"])]
-        writer.writerow(cells)
-        n += 1
-    return n
-
-
-def _csv_cell(value: Any) -> str:
-    """Strings as they are, null as an empty cell, everything else as JSON (true, 0.5, [...])."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _sidecars(db: Path) -> list[Path]:
+def sidecars(db: Path) -> list[Path]:
     return [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
 
@@ -578,11 +434,18 @@ def _read_schema_version(conn: sqlite3.Connection, path: Path) -> int | None:
             f"{SCHEMA_VERSION}",
             hint="upgrade probewatch, or point it at another file",
         )
-    # Version 1 is the only one so far; an older version would be migrated here.
+    if version == 1:  # 1 -> 2: a column for finish_reason, null for the old rows
+        conn.execute("BEGIN IMMEDIATE")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        if "finish_reason" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN finish_reason TEXT")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(2),))
+        conn.execute("COMMIT")
+        version = 2
     return version
 
 
-def _damaged(path: Path, exc: sqlite3.DatabaseError) -> ProbewatchError:
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> ProbewatchError:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return ProbewatchError(
             f"the event log {path} is locked: {exc}",

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from probewatch.errors import ProbewatchError
-from probewatch.server.events import FORMATS, EventLog, default_events_path, export_format
+from probewatch.server.events import EventFilter, EventLog, default_events_path
+from probewatch.server.export import FORMATS, export_events, export_format
 
 DEFAULT_LIMIT = 50  # as GET /v1/events
 
@@ -67,23 +68,23 @@ def cmd_events(args: argparse.Namespace) -> None:
         raise ProbewatchError("--format applies to --export", hint="add --export FILE")
     if args.export and args.json:
         raise ProbewatchError("--json and --export do not go together", hint="choose one")
-    filters: dict[str, Any] = {
-        "probe": args.probe,
-        "flagged": args.flagged,
-        "since": parse_time(args.since, "--since"),
-        "until": parse_time(args.until, "--until"),
-    }
+    where = EventFilter(
+        probe=args.probe,
+        flagged=args.flagged,
+        since=parse_time(args.since, "--since"),
+        until=parse_time(args.until, "--until"),
+    )
     with EventLog(db) as events:
         if args.export:
             out = Path(args.export).expanduser()
             fmt = export_format(out, args.format)  # check before anything is written
             if out.exists() and not args.overwrite:
                 raise ProbewatchError(f"{out} exists", hint="choose another file or --overwrite")
-            n = events.export(out, fmt, limit=args.limit, **filters)
+            n = export_events(events, out, fmt, where, limit=args.limit)
             _say(f"wrote {n} events to {out}")
             return
-        rows = events.query(limit=args.limit or DEFAULT_LIMIT, **filters)
-        total = events.count(**filters)
+        rows = events.query(where, limit=args.limit or DEFAULT_LIMIT)
+        total = events.count(where)
     if args.json:
         _say(json.dumps(rows, indent=2, ensure_ascii=False))
         return

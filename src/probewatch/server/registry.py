@@ -1,27 +1,38 @@
 """The probes and steering vectors a server offers, kept as directories on disk.
 
-Uploads are validated by loading them as artifacts (safetensors + JSON card; never pickle)
-against the served model before they are moved into place. Deleting moves a probe to
+A probe is accepted only once it is usable as a whole: the artifact loads (safetensors + JSON
+card; never pickle) against the served model, its card's monitor settings are well-typed and
+finite, its site exists on the served model, and it scores a real activation to a finite number.
+An upload is written to a scratch directory beside the probes, checked there, and renamed into
+place, so it lands whole or leaves nothing. At start-up every directory that fails a check is
+skipped and listed with its reason; the server serves the others. Deleting moves a probe to
 `.deleted/` instead of erasing it: nothing a user saved is lost through the API.
 """
 
 import json
+import logging
+import math
 import re
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.monitor import Monitor, MonitoredProbe
+from probewatch.monitor import MonitoredProbe, ProbeBank
+from probewatch.paths import clean_stale_scratch, scratch_prefix
 from probewatch.probes.artifact import CARD, WEIGHTS, load_probe
+from probewatch.sites import layer_list, parse_site, resolve_module
 from probewatch.steer.directions import load_vector
 
+log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CARD_DEPTH = 32
 
 
 def check_name(name: str) -> str:
@@ -33,17 +44,98 @@ def check_name(name: str) -> str:
     return name
 
 
+def usable_probe(name: str, path: Path, loaded: LoadedModel) -> MonitoredProbe:
+    """The probe at `path` as the monitor will use it, or a ProbewatchError saying why not.
+    Messages name the probe, never the directory (an upload's scratch path is the server's)."""
+    try:
+        _check_card_file(path / CARD)
+        artifact = load_probe(path, loaded)
+        probe = MonitoredProbe.from_artifact(name, artifact)
+        _check_monitor_settings(probe)
+        _check_scores(probe, loaded)
+    except ProbewatchError as exc:
+        raise ProbewatchError(_scrub(exc.message, path, name), hint=exc.hint) from exc
+    except Exception as exc:  # a malformed card can fail anywhere: it is the card's fault
+        reason = _scrub(f"{type(exc).__name__}: {exc}", path, name)
+        raise ProbewatchError(
+            f"probe {name!r} is not usable: {reason}", hint="check its card.json"
+        ) from exc
+    return probe
+
+
+def _check_card_file(path: Path) -> None:
+    try:
+        card = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return  # load_probe says which file is missing
+    except (ValueError, RecursionError) as exc:
+        raise ProbewatchError("the card is not valid JSON", hint="upload card.json") from exc
+    if _depth(card) > MAX_CARD_DEPTH:
+        raise ProbewatchError(f"the card is nested deeper than {MAX_CARD_DEPTH} levels")
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_CARD_DEPTH:
+        return level
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    return max((_depth(child, level + 1) for child in children), default=level)
+
+
+def _check_monitor_settings(probe: MonitoredProbe) -> None:
+    name = probe.name
+    threshold = probe.threshold
+    if threshold is not None and not _finite(threshold):
+        raise ProbewatchError(f"probe {name!r}: threshold.value must be a finite number")
+    if probe.platt is not None and not (_finite(probe.platt.a) and _finite(probe.platt.b)):
+        raise ProbewatchError(f"probe {name!r}: calibration a and b must be finite numbers")
+
+
+def _check_scores(probe: MonitoredProbe, loaded: LoadedModel) -> None:
+    site = probe.artifact.site
+    try:
+        resolve_module(loaded.model, parse_site(site, len(layer_list(loaded.model))))
+    except (ProbewatchError, ValueError, IndexError, AttributeError) as exc:
+        raise ProbewatchError(
+            f"probe {probe.name!r} reads site {site!r}, which model {loaded.name!r} does not have"
+        ) from exc
+    bank = ProbeBank([probe], loaded.d_model, torch.device("cpu"))
+    points = torch.randn(4, loaded.d_model, generator=torch.Generator().manual_seed(0))
+    scores = bank.score({site: points}, 4)
+    if not bool(torch.isfinite(scores).all()):
+        raise ProbewatchError(
+            f"probe {probe.name!r} gives non-finite scores (NaN or infinite weights)",
+            hint="retrain or re-export it",
+        )
+    probe.probability(float(scores[0, 0]))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _scrub(message: str, path: Path, name: str) -> str:
+    for form in {str(path.resolve()), str(path)}:
+        message = message.replace(form, name)
+    return message
+
+
 class ProbeRegistry:
-    """Probe artifacts in `root`, and the Monitor built from them (rebuilt on change)."""
+    """Probe artifacts in `root` that passed every check (`probes`), and those that did not
+    (`skipped`: name -> reason)."""
 
     def __init__(self, root: Path, loaded: LoadedModel) -> None:
         self.root = root
         self.loaded = loaded
         self._lock = threading.Lock()
         self.probes: dict[str, MonitoredProbe] = {}
-        self.monitor = Monitor(loaded, [])
-        self.skipped: dict[str, str] = {}  # directories that are not usable probes, and why
+        self.skipped: dict[str, str] = {}
+        for stale in clean_stale_scratch(root):
+            log.warning("removed %s, left in %s by an interrupted write", stale, root.name)
         self.reload()
+        for name, reason in self.skipped.items():
+            log.warning("probe %s skipped: %s", name, reason)
 
     def reload(self) -> None:
         probes, skipped = {}, {}
@@ -52,34 +144,26 @@ class ProbeRegistry:
                 if path.name.startswith("."):
                     continue
                 try:
-                    artifact = load_probe(path, self.loaded)
+                    probes[path.name] = usable_probe(path.name, path, self.loaded)
                 except ProbewatchError as exc:
                     skipped[path.name] = exc.message
-                    continue
-                probes[path.name] = MonitoredProbe.from_artifact(path.name, artifact)
         with self._lock:
             self.probes, self.skipped = probes, skipped
-            self.monitor = Monitor(self.loaded, list(probes.values()))
 
-    def add(
-        self, name: str, card: bytes, weights: bytes, overwrite: bool = False
-    ) -> MonitoredProbe:
+    def describe(self) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.probes.values()]
+
+    def add(self, name: str, card: bytes, weights: bytes) -> MonitoredProbe:
         check_name(name)
         target = self.root / name
-        if target.exists() and not overwrite:
+        if target.exists():
             raise ProbewatchError(f"a probe named {name!r} exists", hint="delete it first")
-        try:
-            json.loads(card)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProbewatchError("the card is not valid JSON", hint="upload card.json") from exc
         self.root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=self.root, prefix=f".upload-{name}-"))
+        scratch = Path(tempfile.mkdtemp(dir=self.root, prefix=scratch_prefix(name)))
         try:
             (scratch / CARD).write_bytes(card)
             (scratch / WEIGHTS).write_bytes(weights)
-            load_probe(scratch, self.loaded)  # refuses other formats, shapes and models
-            if target.exists():
-                self._retire(target)
+            usable_probe(name, scratch, self.loaded)
             scratch.rename(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -90,13 +174,10 @@ class ProbeRegistry:
         target = self.root / check_name(name)
         if name not in self.probes or not target.is_dir():
             raise KeyError(name)
-        self._retire(target)
-        self.reload()
-
-    def _retire(self, path: Path) -> None:
         trash = self.root / ".deleted"
         trash.mkdir(exist_ok=True)
-        path.rename(trash / f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns()}")
+        target.rename(trash / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns()}")
+        self.reload()
 
 
 class VectorRegistry:
@@ -113,7 +194,10 @@ class VectorRegistry:
             try:
                 vector = load_vector(path, loaded)
             except ProbewatchError as exc:
-                self.skipped[path.name] = exc.message
+                self.skipped[path.name] = _scrub(exc.message, path, path.name)
+                continue
+            except Exception as exc:  # a malformed card: skipped, never fatal
+                self.skipped[path.name] = f"not a usable vector: {type(exc).__name__}"
                 continue
             self.vectors[path.name] = vector.vectors
 

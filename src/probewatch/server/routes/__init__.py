@@ -1,0 +1,1 @@
+"""The server's routes, one router per resource; state comes in through `Depends`."""
