@@ -10,20 +10,15 @@ import uvicorn
 from benchmarks import clients, common, generation, harvest, memory, peers, server, table
 from benchmarks.serve_ours import config_for
 from benchmarks.workloads import contrast_dataset, contrast_pairs, token_batch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from probewatch.models.loading import LoadedModel
 from probewatch.server.app import create_app
-from tests.conftest import _small, tiny_tokenizer
-from tests.test_server import free_port
+from tests.helpers import free_port, tiny_model
 
 
 def tiny8() -> LoadedModel:
     """A tiny Llama with 8 blocks, so three distinct sites sit before the last one."""
-    torch.manual_seed(0)
-    config = LlamaConfig(**_small(num_hidden_layers=8))  # type: ignore[arg-type]
-    model = LlamaForCausalLM(config).eval()
-    return LoadedModel(model, tiny_tokenizer(), name="tiny-llama-8", source="test")
+    return tiny_model(layers=8)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.sites import layer_list
 from probewatch.tokens import Batch, encode, encode_chats
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 TEXTS = ["The city of Paris is in France.", "Hi", "A somewhat longer sentence, with commas."]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from probewatch.cli import main
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_train_then_eval_on_a_user_csv(tiny_dir: str, tmp_path: Path, capsys) ->
 def test_train_refuses_to_replace_a_saved_probe_before_doing_any_work(
     tiny_dir: str,
     tmp_path: Path,
-    capsys,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "card.json").write_text("{}")
@@ -158,7 +158,7 @@ def test_bad_input_gets_one_clear_message_and_exit_2(
     fragment: str,
     tiny_dir: str,
     tmp_path: Path,
-    capsys,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "one.csv").write_text("text,label\nhello,1\n")
     code, _, err = run([a.format(tmp=tmp_path, tiny=tiny_dir) for a in argv], capsys)
@@ -168,13 +168,13 @@ def test_bad_input_gets_one_clear_message_and_exit_2(
 
 
 def test_one_class_and_malformed_files_name_the_problem(
-    tmp_path: Path, tiny_dir: str, capsys
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, tiny_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from probewatch.probes import save_probe
-    from tests.test_artifacts import _artifact
+    from tests.helpers import probe_artifact
 
     probe = tmp_path / "p"
-    save_probe(_artifact(tiny_model()), probe)
+    save_probe(probe_artifact(tiny_model()), probe)
     cases = {
         "one.csv": ("text,label\na,1\nb,1\n", "only one class"),
         "bad.jsonl": (

@@ -15,7 +15,7 @@ from probewatch.models import load_model
 from probewatch.probes import ProbeArtifact, make_probe
 from probewatch.probes.artifact import build_card, save_probe
 from probewatch.steer import directions, interventions, load_vector
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

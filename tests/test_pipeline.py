@@ -7,21 +7,9 @@ from probewatch.data.base import Dataset, DatasetCard, Example
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.pipeline import evaluate_probe, train_probe
+from tests.helpers import yes_no
 
 CARD = DatasetCard("yesno", "toy", "tests", "none", "by hand", "by item")
-
-
-def yes_no(n: int = 120, control: bool = False) -> Dataset:
-    words = ["apple", "river", "stone", "cloud", "lamp", "seed", "bread", "wire"]
-    examples = []
-    for i in range(n):
-        answer = "yes" if i % 2 else "no"
-        label = 0.0 if control else float(answer == "yes")
-        split = "test" if control or i % 5 == 0 else "train"
-        text = f"Is the {words[i % 8]} number {i // 2} real? {'no' if control else answer}"
-        examples.append(Example(text=text, label=label, split=split, group=str(i // 2)))
-    name = "control" if control else "yesno"
-    return Dataset(DatasetCard(name, "toy", "tests", "none", "by hand", "by item"), examples)
 
 
 def test_probe_is_chosen_on_validation_and_thresholded_on_controls(tiny: LoadedModel) -> None:

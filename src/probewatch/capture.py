@@ -128,7 +128,7 @@ class ActivationCapture:
         self._handles.clear()
 
     def _make_hook(self, name: str, is_deepest: bool) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
             hidden = _output_tensor(output)
             if self._selection is not None:
                 rows, cols = self._selection

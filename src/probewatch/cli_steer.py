@@ -91,7 +91,7 @@ def cmd_extract(args: argparse.Namespace, load_model: LoadModel) -> None:
     print(f"wrote {len(vector.sites)} direction(s) to {out}: {norms}")
 
 
-def cmd_from_probe(args: argparse.Namespace, load_model: LoadModel) -> None:
+def cmd_from_probe(args: argparse.Namespace, _load_model: LoadModel) -> None:
     from probewatch.probes.artifact import load_probe
     from probewatch.steer import from_probe, save_vector
 
@@ -101,7 +101,7 @@ def cmd_from_probe(args: argparse.Namespace, load_model: LoadModel) -> None:
     print(f"wrote the unit direction of {args.probe} at {vector.sites[0]} to {out}")
 
 
-def cmd_export(args: argparse.Namespace, load_model: LoadModel) -> None:
+def cmd_export(args: argparse.Namespace, _load_model: LoadModel) -> None:
     from probewatch.steer import load_vector
     from probewatch.steer.export import export_gguf
 

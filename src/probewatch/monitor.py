@@ -255,7 +255,7 @@ class Monitor:
         for site in self.bank.sites:
             module = resolve_module(self.loaded.model, parse_site(site, n_layers))
 
-            def hook(module: nn.Module, args: Any, output: Any, site: str = site) -> None:
+            def hook(_module: nn.Module, _args: Any, output: Any, site: str = site) -> None:
                 hidden = output[0] if isinstance(output, tuple) else output
                 self._latest[site] = hidden[:, -1, :].detach()
 

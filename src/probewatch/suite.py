@@ -65,7 +65,7 @@ def train_suite(
     sites: str = "resid.*",
     retrain: bool = False,
     progress: bool = True,
-    report: Callable[[str], None] = lambda line: None,
+    report: Callable[[str], None] = lambda _line: None,
 ) -> dict[str, TrainResult | RegressionResult | None]:
     """Train every probe of `suite` whose directory under `out` does not exist yet."""
     root = Path(out)

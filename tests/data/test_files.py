@@ -12,13 +12,9 @@ import pytest
 
 from probewatch.data import load_dataset, load_file
 from probewatch.errors import ProbewatchError
+from tests.helpers import write
 
 CHAT = [{"role": "user", "content": "Is this safe?"}, {"role": "assistant", "content": "Yes."}]
-
-
-def write(path: Path, content: str) -> Path:
-    path.write_text(content, encoding="utf-8")
-    return path
 
 
 def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -161,6 +157,6 @@ def test_parquet_without_pyarrow_gives_an_install_hint(
 def test_unknown_task_and_missing_file(tmp_path: Path) -> None:
     path = write(tmp_path / "a.csv", "text,label\na,1\nb,0\n")
     with pytest.raises(ProbewatchError, match="unknown task"):
-        load_file(path, task="ranking")  # type: ignore[arg-type]
+        load_file(path, task="ranking")
     with pytest.raises(ProbewatchError, match="no such file"):
         load_file(tmp_path / "missing.csv")

@@ -26,7 +26,7 @@ from probewatch.data.generated.sandbagging import PRESSURES
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.tokens import encode_chats
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 QUESTIONS = {q.key: q for q in questions()}
 CITIES = [name_key(c) for c in ("Sydney", "Melbourne", "Paris", "Lyon", "Nice", "Canberra")]
@@ -367,7 +367,7 @@ def test_progress_targets_align_with_the_response_mask(scripted: list[int]) -> N
     assert dataset.card.task == "regression"
     for ex in dataset.examples:
         assert ex.messages is not None
-        batch = encode_chats(loaded.tokenizer, [ex.messages])
+        batch = encode_chats(loaded.tokenizer, [[dict(m) for m in ex.messages]])
         assert batch.token_mask is not None
         progress = ex.meta["progress"]
         assert len(progress) == int(batch.token_mask.sum()) == ex.meta["n_response_tokens"]

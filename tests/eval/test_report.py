@@ -12,7 +12,7 @@ from probewatch.eval.report import build_report
 from probewatch.models.loading import LoadedModel
 from probewatch.pipeline import train_probe
 from probewatch.steer import add_vector
-from tests.test_pipeline import yes_no
+from tests.helpers import yes_no
 
 
 def _concept_data(n: int = 600, d: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import torch
 from probewatch.errors import ProbewatchError
 from probewatch.models import list_models, load_model, loading
 from probewatch.models.registry import EmbeddedModel, find_embedded, require_installed
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
 def test_names_and_aliases_resolve() -> None:

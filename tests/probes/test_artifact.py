@@ -8,37 +8,12 @@ from sklearn.metrics import roc_auc_score
 
 from probewatch.errors import ProbewatchError
 from probewatch.eval.metrics import binary_metrics
-from probewatch.models.loading import LoadedModel
-from probewatch.probes import LogisticProbe, ProbeArtifact, load_probe, save_probe
-from probewatch.probes.artifact import build_card
-from tests.conftest import tiny_model
-
-
-def _separable(n: int = 400, d: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    y = (torch.rand(n, generator=gen) > 0.5).float()
-    direction = torch.randn(d, generator=gen)
-    x = torch.randn(n, d, generator=gen) * 3 + 5 + torch.outer(y * 2 - 1, direction)
-    return x, y
-
-
-def _artifact(loaded: LoadedModel) -> ProbeArtifact:
-    x, y = _separable()
-    probe = LogisticProbe().fit(x[:300], y[:300])
-    metrics = binary_metrics(probe.score(x[300:]).numpy(), y[300:].numpy(), n_boot=200)
-    card = build_card(
-        probe,
-        loaded,
-        "resid.2",
-        "last",
-        {"name": "synthetic", "hash": "x"},
-        {"test": metrics.to_dict()},
-    )
-    return ProbeArtifact(probe, card)
+from probewatch.probes import LogisticProbe, load_probe, save_probe
+from tests.helpers import probe_artifact, separable, tiny_model
 
 
 def test_logistic_probe_learns_and_auroc_agrees_with_sklearn() -> None:
-    x, y = _separable()
+    x, y = separable()
     probe = LogisticProbe().fit(x[:300], y[:300])
     scores = probe.score(x[300:]).numpy()
     metrics = binary_metrics(scores, y[300:].numpy(), n_boot=300)
@@ -56,14 +31,14 @@ def test_bootstrap_interval_covers_chance_on_noise() -> None:
 
 def test_saved_then_loaded_scores_identically_and_keeps_the_card(tmp_path: Path) -> None:
     loaded = tiny_model()
-    artifact = _artifact(loaded)
+    artifact = probe_artifact(loaded)
     save_probe(artifact, tmp_path / "p")
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
         "card.json",
         "weights.safetensors",
     ]
     back = load_probe(tmp_path / "p", model=loaded)
-    x, _ = _separable(seed=3)
+    x, _ = separable(seed=3)
     assert torch.equal(back.score(x), artifact.score(x))
     assert back.card == json.loads(json.dumps(artifact.card))
     for key in ("model", "site", "positions", "dataset", "metrics", "probewatch_version", "kind"):
@@ -72,24 +47,24 @@ def test_saved_then_loaded_scores_identically_and_keeps_the_card(tmp_path: Path)
 
 
 def test_no_pickle_anywhere(tmp_path: Path) -> None:
-    save_probe(_artifact(tiny_model()), tmp_path / "p")
+    save_probe(probe_artifact(tiny_model()), tmp_path / "p")
     for file in (tmp_path / "p").iterdir():
         assert b"\x80\x04" not in file.read_bytes()[:2]  # pickle protocol header
 
 
 def test_an_existing_probe_is_never_overwritten_by_accident(tmp_path: Path) -> None:
     loaded = tiny_model()
-    save_probe(_artifact(loaded), tmp_path / "p")
+    save_probe(probe_artifact(loaded), tmp_path / "p")
     before = (tmp_path / "p" / "weights.safetensors").read_bytes()
     with pytest.raises(ProbewatchError, match="already exists"):
-        save_probe(_artifact(loaded), tmp_path / "p")
+        save_probe(probe_artifact(loaded), tmp_path / "p")
     assert (tmp_path / "p" / "weights.safetensors").read_bytes() == before
-    save_probe(_artifact(loaded), tmp_path / "p", overwrite=True)
+    save_probe(probe_artifact(loaded), tmp_path / "p", overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["p"]  # no scratch or backup left behind
 
 
 def test_a_probe_for_another_model_is_refused_unless_overridden(tmp_path: Path) -> None:
-    save_probe(_artifact(tiny_model(seed=0)), tmp_path / "p")
+    save_probe(probe_artifact(tiny_model(seed=0)), tmp_path / "p")
     other = tiny_model(seed=1)  # same shapes, other weights
     with pytest.raises(ProbewatchError, match="trained on") as info:
         load_probe(tmp_path / "p", model=other)
@@ -112,14 +87,14 @@ def test_a_probe_for_another_model_is_refused_unless_overridden(tmp_path: Path) 
     ],
 )
 def test_corrupt_probe_directories_get_clear_errors(tmp_path: Path, damage, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    save_probe(_artifact(tiny_model()), tmp_path / "p")
+    save_probe(probe_artifact(tiny_model()), tmp_path / "p")
     damage(tmp_path / "p")
     with pytest.raises(ProbewatchError, match=fragment):
         load_probe(tmp_path / "p")
 
 
 def test_weights_that_disagree_with_the_card_are_refused(tmp_path: Path) -> None:
-    save_probe(_artifact(tiny_model()), tmp_path / "p")
+    save_probe(probe_artifact(tiny_model()), tmp_path / "p")
     card = json.loads((tmp_path / "p" / "card.json").read_text())
     card["model"]["d_model"] = 64
     (tmp_path / "p" / "card.json").write_text(json.dumps(card))

@@ -5,7 +5,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,77 +12,20 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
 
 from probewatch.models.loading import LoadedModel
-from probewatch.probes import ProbeArtifact, make_probe, save_probe
-from probewatch.probes.artifact import build_card
 from probewatch.server.app import create_app
 from probewatch.server.batcher import BatchSettings, HFBatcher, Job
 from probewatch.server.config import ServerConfig
 from probewatch.server.engine import GenerationRequest
 from probewatch.server.events import EventLog
-from tests.conftest import tiny_model
-
-
-def make_probes(loaded: LoadedModel, root: Path) -> None:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(200, loaded.d_model, generator=gen)
-    for name, site, kind in (("truth", "resid.1", "logistic"), ("progress", "resid.3", "ridge")):
-        y = (x[:, 0] > 0).float() if kind == "logistic" else torch.rand(200, generator=gen)
-        probe = make_probe(kind).fit(x, y)
-        extra = (
-            {
-                "threshold": {"value": -50.0, "target_fpr": 0.01, "set_on": "test"},  # always fires
-                "calibration": {"a": 1.0, "b": 0.0},
-            }
-            if kind == "logistic"
-            else {}
-        )
-        card = build_card(probe, loaded, site, "last", {"name": name, "hash": "x"}, {}, extra)
-        save_probe(ProbeArtifact(probe, card), root / name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, config: ServerConfig, loaded: LoadedModel | None) -> None:
-        self.app = create_app(config, loaded)
-        self.url = f"http://127.0.0.1:{config.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=config.port, log_level="error")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "Server":
-        self.thread.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health").status_code in (200, 503):
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        return self
-
-    def wait_ready(self) -> None:
-        deadline = time.time() + 60
-        while httpx.get(self.url + "/health").status_code != 200:
-            assert time.time() < deadline, "server never became ready"
-            time.sleep(0.05)
-
-    def __exit__(self, *args: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+from tests.helpers import Server, free_port, make_probes, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +58,9 @@ def test_openai_client_non_streaming_reads_the_scores(served: Server) -> None:
         messages=[{"role": "user", "content": "Where is Lyon?"}],
         max_tokens=6,
     )
-    extra = reply.model_extra["probewatch"]  # type: ignore[index]
+    extra = reply.model_extra["probewatch"]
     assert reply.choices[0].message.content == "".join(t["token"] for t in extra["tokens"])
-    assert len(extra["tokens"]) == reply.usage.completion_tokens  # type: ignore[union-attr]
+    assert len(extra["tokens"]) == reply.usage.completion_tokens
     assert set(extra["tokens"][0]["scores"]) == {"truth", "progress"}
     assert extra["verdicts"]["truth"]["flagged"] is True
     assert extra["alerts"][0]["probe"] == "truth"
@@ -189,8 +131,8 @@ def test_openai_client_streaming_reads_the_scores(served: Server) -> None:
 )
 def test_bad_requests_get_4xx_never_5xx(
     served: Server,
-    kwargs: dict,
-    status: int,  # type: ignore[type-arg]
+    kwargs: dict[str, Any],
+    status: int,
     fragment: str,
 ) -> None:
     response = httpx.post(served.url + "/v1/chat/completions", **kwargs)
@@ -226,7 +168,7 @@ def test_concurrent_requests_are_batched(served: Server) -> None:
             messages=[{"role": "user", "content": f"question {i}"}],
             max_tokens=4 + i,
         )
-        return reply.model_extra["probewatch"]["event_id"]  # type: ignore[index]
+        return reply.model_extra["probewatch"]["event_id"]
 
     with ThreadPoolExecutor(6) as pool:
         ids = list(pool.map(ask, range(6)))
@@ -374,7 +316,7 @@ def test_steering_vector_per_request(tmp_path: Path) -> None:
         assert listing["vectors"] == ["push"]
         assert "fingerprint" in listing["vectors_skipped"]["foreign"]
 
-        def text(extra: dict) -> str:  # type: ignore[type-arg]
+        def text(extra: dict[str, Any]) -> str:
             r = httpx.post(server.url + "/v1/chat/completions", json={**body, **extra})
             assert r.status_code == 200, r.text
             return str(r.json()["choices"][0]["message"]["content"])
@@ -412,7 +354,7 @@ def test_batch_keeps_collecting_while_requests_keep_arriving(
 
     feeder = threading.Thread(target=arrive)
     feeder.start()
-    sizes = []
+    sizes: list[int] = []
     while sum(sizes) < 4:
         batch = batcher._next_batch()
         assert batch is not None

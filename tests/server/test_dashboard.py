@@ -19,14 +19,12 @@ from probewatch.probes import ProbeArtifact, make_probe, save_probe
 from probewatch.probes.artifact import build_card
 from probewatch.server.config import ServerConfig
 from probewatch.server.events import EventLog
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, MISSING
-from tests.conftest import tiny_model
-from tests.test_server import Server, free_port
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_MISSING, Server, free_port, tiny_model
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 if not CHROMIUM.exists():
-    pytest.skip(MISSING, allow_module_level=True)
+    pytest.skip(CHROMIUM_MISSING, allow_module_level=True)
 
 ALWAYS, NEVER = -50.0, 50.0  # logit thresholds: every score is over / under them
 # name -> (site, kind, scope, threshold logit or None)

@@ -62,7 +62,7 @@ def test_record_get_round_trip_and_settings(db: Path) -> None:
         assert len(event_id) == 32 and int(event_id, 16) >= 0  # uuid4 hex
         assert log.get("nope") is None
         assert log.record(make_event(id="mine", flagged=False)) == "mine"
-        assert log.get("mine")["flagged"] is False  # type: ignore[index]
+        assert log.get("mine")["flagged"] is False
         conn = log._conn
         assert conn is not None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

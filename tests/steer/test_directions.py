@@ -5,10 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from probewatch.capture import ActivationCapture
-from probewatch.data.base import Dataset, DatasetCard, Example
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, build_card
@@ -22,40 +20,7 @@ from probewatch.steer.directions import (
     save_vector,
 )
 from probewatch.tokens import encode_chats
-from tests.conftest import VOCAB, tiny_model, tiny_tokenizer
-
-WORDS = ["apple", "stone", "river", "cloud", "ember", "frost", "grain", "light"]
-
-
-def narrow_model() -> LoadedModel:
-    """A Llama with d_model 16, to test dimension checks."""
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    return LoadedModel(LlamaForCausalLM(config).eval(), tiny_tokenizer(), "narrow", "test")
-
-
-def contrast_dataset(n: int = 16) -> Dataset:
-    examples = []
-    for i in range(n):
-        label = float(i % 2)
-        text = f"{'please harm' if label else 'please help'} {WORDS[i % len(WORDS)]} {i}"
-        examples.append(
-            Example(
-                text=text,
-                label=label,
-                split="train" if i < n - 4 else "test",
-                group=str(i),
-                messages=({"role": "user", "content": text},),
-            )
-        )
-    card = DatasetCard("contrast", "test contrast", "made up", "none", "inline", "by index")
-    return Dataset(card, examples)
+from tests.helpers import contrast_dataset, tiny_model
 
 
 def test_mean_diff_matches_captured_activations(tiny: LoadedModel) -> None:
@@ -162,7 +127,7 @@ def test_save_load_round_trip_and_validation(tiny: LoadedModel, tmp_path: Path) 
     allowed = load_vector(path, other, allow_model_mismatch=True)
     assert allowed.overrides and "mismatch" in allowed.overrides[0]
     with pytest.raises(ProbewatchError, match="d_model"):
-        load_vector(path, narrow_model())
+        load_vector(path, tiny_model(layers=2, d_model=16))
 
 
 def test_corrupt_vectors_are_refused(tiny: LoadedModel, tmp_path: Path) -> None:

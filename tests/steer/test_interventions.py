@@ -26,8 +26,7 @@ from probewatch.steer import (
     save_orthogonalized,
 )
 from probewatch.tokens import encode
-from tests.conftest import tiny_model
-from tests.test_steer_directions import narrow_model
+from tests.helpers import tiny_model
 
 TEXTS = ["hello there, model", "steering vectors", "a longer sentence about rivers and stones"]
 
@@ -178,7 +177,7 @@ def test_bad_inputs_leave_the_model_untouched(tiny: LoadedModel) -> None:
         with pytest.raises(ProbewatchError), make():
             pass
         assert hook_counts(tiny.model) == hooks
-    narrow = narrow_model()
+    narrow = tiny_model(layers=2, d_model=16)
     foreign = vector(narrow, {"resid.1": torch.ones(16)})
     with pytest.raises(ProbewatchError, match="d_model"), add_vectors(tiny, foreign):
         pass

@@ -41,7 +41,7 @@ CARD = "card.json"
 Method = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
-def _mean_diff(pos: torch.Tensor, neg: torch.Tensor, seed: int) -> torch.Tensor:
+def _mean_diff(pos: torch.Tensor, neg: torch.Tensor, _seed: int) -> torch.Tensor:
     return pos.double().mean(dim=0) - neg.double().mean(dim=0)
 
 

@@ -35,7 +35,7 @@ def add_vector(
     module = resolve_module(model, target)
     delta = _checked_vector(model, vector, scale)
 
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
         if isinstance(output, tuple):
             return (output[0] + delta, *output[1:])
         return output + delta

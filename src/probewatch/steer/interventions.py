@@ -124,7 +124,7 @@ def add_vectors(
 
 
 def _projector(direction: torch.Tensor) -> Hook:
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
         hidden = hidden_of(output)
         r = direction.to(device=hidden.device, dtype=hidden.dtype)
         return with_hidden(output, hidden - (hidden @ r).unsqueeze(-1) * r)
@@ -206,7 +206,7 @@ def probe_gated(
     stats = GateStats()
     state: dict[str, torch.Tensor] = {}
 
-    def gate(module: nn.Module, args: Any, output: Any) -> None:
+    def gate(_module: nn.Module, _args: Any, output: Any) -> None:
         hidden = hidden_of(output)
         with torch.no_grad():
             flat = hidden.detach().reshape(-1, hidden.shape[-1]).float().cpu()
@@ -217,7 +217,7 @@ def probe_gated(
         stats.seen += int(mask.numel())
 
     def steer(delta: torch.Tensor) -> Hook:
-        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
             hidden = hidden_of(output)
             mask = state["mask"].to(hidden.dtype).unsqueeze(-1)
             return with_hidden(output, hidden + mask * delta.to(hidden.device, hidden.dtype))

@@ -1,0 +1,260 @@
+"""The one home for test factories: tiny random models and tokenizer (no download), a served
+app on a free port, probes and datasets made up for tests, and the browser tests' Chromium.
+
+Tests import from here (`from tests.helpers import tiny_model`); `conftest.py` keeps only
+fixtures, and no test imports another test module (ruff TID251 and tests/test_layering.py).
+"""
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+import uvicorn
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from probewatch.data.base import Dataset, DatasetCard, Example
+from probewatch.eval.metrics import binary_metrics
+from probewatch.models.loading import LoadedModel
+from probewatch.probes import LogisticProbe, ProbeArtifact, make_probe, save_probe
+from probewatch.probes.artifact import build_card
+from probewatch.server.app import create_app
+from probewatch.server.config import ServerConfig
+
+# --- tiny models -------------------------------------------------------------------------------
+
+VOCAB = 300  # 256 byte tokens + specials, so any text tokenizes
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with no merges: offline, fast, with offsets and a chat template."""
+    byte_vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    specials = ["<pad>", "<bos>", "<eos>"]
+    for name in specials:
+        byte_vocab[name] = len(byte_vocab)
+    core = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _build(family: str, layers: int, d_model: int) -> PreTrainedModel:
+    if family == "gpt2":
+        gpt2 = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=d_model,
+            n_layer=layers,
+            n_head=4,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        return GPT2LMHeadModel(gpt2)
+    shape: dict[str, Any] = {
+        "vocab_size": VOCAB,
+        "hidden_size": d_model,
+        "intermediate_size": 2 * d_model,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
+    if family == "llama":
+        return LlamaForCausalLM(LlamaConfig(**shape))
+    if family == "mistral":
+        return MistralForCausalLM(MistralConfig(**shape))
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**shape))
+    if family == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(**shape, head_dim=8))
+    if family == "gemma3":
+        return Gemma3ForCausalLM(Gemma3TextConfig(**shape, head_dim=8))
+    raise KeyError(f"no tiny {family!r}; choose from {FAMILIES}")
+
+
+# The families every site/capture/intervention test runs on (`any_tiny` in conftest).
+FAMILIES = ("gemma3", "gpt2", "llama", "mistral", "qwen2", "qwen3")
+
+
+def tiny_model(
+    family: str = "llama", layers: int = 4, d_model: int = 32, seed: int = 0
+) -> LoadedModel:
+    """A random `family` model (4 heads, 2 KV heads, MLP width 2 x d_model) from a config."""
+    torch.manual_seed(seed)
+    model = _build(family, layers, d_model).eval()
+    name = f"tiny-{family}" if (layers, d_model) == (4, 32) else f"tiny-{family}-{layers}x{d_model}"
+    return LoadedModel(model, tiny_tokenizer(), name=name, source="test")
+
+
+# --- probes and datasets -----------------------------------------------------------------------
+
+
+def separable(n: int = 400, d: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations with labels along one random direction, off-centre (so scaling matters)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=gen) > 0.5).float()
+    direction = torch.randn(d, generator=gen)
+    x = torch.randn(n, d, generator=gen) * 3 + 5 + torch.outer(y * 2 - 1, direction)
+    return x, y
+
+
+def probe_artifact(loaded: LoadedModel) -> ProbeArtifact:
+    """A logistic probe at resid.2 of `loaded`, fitted on `separable()` data, with test metrics."""
+    x, y = separable()
+    probe = LogisticProbe().fit(x[:300], y[:300])
+    metrics = binary_metrics(probe.score(x[300:]).numpy(), y[300:].numpy(), n_boot=200)
+    card = build_card(
+        probe,
+        loaded,
+        "resid.2",
+        "last",
+        {"name": "synthetic", "hash": "x"},
+        {"test": metrics.to_dict()},
+    )
+    return ProbeArtifact(probe, card)
+
+
+def make_probes(loaded: LoadedModel, root: Path) -> None:
+    """Two probes under `root` for a server: `truth` (logistic, always fires) and `progress`."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, loaded.d_model, generator=gen)
+    for name, site, kind in (("truth", "resid.1", "logistic"), ("progress", "resid.3", "ridge")):
+        y = (x[:, 0] > 0).float() if kind == "logistic" else torch.rand(200, generator=gen)
+        probe = make_probe(kind).fit(x, y)
+        extra = (
+            {
+                "threshold": {"value": -50.0, "target_fpr": 0.01, "set_on": "test"},  # always fires
+                "calibration": {"a": 1.0, "b": 0.0},
+            }
+            if kind == "logistic"
+            else {}
+        )
+        card = build_card(probe, loaded, site, "last", {"name": name, "hash": "x"}, {}, extra)
+        save_probe(ProbeArtifact(probe, card), root / name)
+
+
+def yes_no(n: int = 120, control: bool = False) -> Dataset:
+    """A yes/no dataset whose label is the last word (a control set: all negatives, all test)."""
+    words = ["apple", "river", "stone", "cloud", "lamp", "seed", "bread", "wire"]
+    examples = []
+    for i in range(n):
+        answer = "yes" if i % 2 else "no"
+        label = 0.0 if control else float(answer == "yes")
+        split = "test" if control or i % 5 == 0 else "train"
+        text = f"Is the {words[i % 8]} number {i // 2} real? {'no' if control else answer}"
+        examples.append(Example(text=text, label=label, split=split, group=str(i // 2)))
+    name = "control" if control else "yesno"
+    return Dataset(DatasetCard(name, "toy", "tests", "none", "by hand", "by item"), examples)
+
+
+CONTRAST_WORDS = ["apple", "stone", "river", "cloud", "ember", "frost", "grain", "light"]
+
+
+def contrast_dataset(n: int = 16) -> Dataset:
+    """Chat prompts 'please harm …' (label 1) against 'please help …' (label 0); last 4 are test."""
+    examples = []
+    for i in range(n):
+        label = float(i % 2)
+        text = f"{'please harm' if label else 'please help'} {CONTRAST_WORDS[i % 8]} {i}"
+        examples.append(
+            Example(
+                text=text,
+                label=label,
+                split="train" if i < n - 4 else "test",
+                group=str(i),
+                messages=({"role": "user", "content": text},),
+            )
+        )
+    card = DatasetCard("contrast", "test contrast", "made up", "none", "inline", "by index")
+    return Dataset(card, examples)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """The real app served by uvicorn in a thread: `with Server(config, loaded) as server:`."""
+
+    def __init__(self, config: ServerConfig, loaded: LoadedModel | None) -> None:
+        self.app = create_app(config, loaded)
+        self.url = f"http://127.0.0.1:{config.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=config.port, log_level="error")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Server":
+        self.thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health").status_code in (200, 503):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.time() + 60
+        while httpx.get(self.url + "/health").status_code != 200:
+            assert time.time() < deadline, "server never became ready"
+            time.sleep(0.05)
+
+    def __exit__(self, *args: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+# Debian's Chromium for browser tests (never a downloaded browser), started headless with the
+# flags this closed network needs: without the background-networking ones, Chromium keeps
+# trying to reach Google's hosts.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CHROMIUM_MISSING = f"{CHROMIUM} is missing (apt-get install -y chromium)"
