@@ -16,20 +16,30 @@ import torch
 import uvicorn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    SmolLM3Config,
+    SmolLM3ForCausalLM,
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -67,6 +77,27 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+# family -> (config class, model class, settings beyond the shared shape)
+_ARCHITECTURES: dict[str, tuple[type[Any], type[PreTrainedModel], dict[str, Any]]] = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "llama_bias": (LlamaConfig, LlamaForCausalLM, {"attention_bias": True, "mlp_bias": True}),
+    "mistral": (MistralConfig, MistralForCausalLM, {}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 8}),
+    "gemma": (GemmaConfig, GemmaForCausalLM, {"head_dim": 8}),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM, {"head_dim": 12, "final_logit_softcapping": 3.0}),
+    "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM, {"head_dim": 8}),
+    "olmo2": (Olmo2Config, Olmo2ForCausalLM, {}),
+    "phi3": (Phi3Config, Phi3ForCausalLM, {"pad_token_id": 0}),
+    "smollm3": (SmolLM3Config, SmolLM3ForCausalLM, {"pad_token_id": 0}),
+}
+
+# The families every site/capture/intervention test runs on (`any_tiny` in conftest).
+FAMILIES = ("gemma3", "gpt2", "llama", "mistral", "qwen2", "qwen3")
+# Every family tiny_model builds (attribution checks its exact sums on all of them).
+ALL_FAMILIES = tuple(sorted({*_ARCHITECTURES, "gpt2"}))
+
+
 def _build(family: str, layers: int, d_model: int) -> PreTrainedModel:
     if family == "gpt2":
         gpt2 = GPT2Config(
@@ -78,29 +109,19 @@ def _build(family: str, layers: int, d_model: int) -> PreTrainedModel:
             eos_token_id=0,
         )
         return GPT2LMHeadModel(gpt2)
-    shape: dict[str, Any] = {
-        "vocab_size": VOCAB,
-        "hidden_size": d_model,
-        "intermediate_size": 2 * d_model,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-    }
-    if family == "llama":
-        return LlamaForCausalLM(LlamaConfig(**shape))
-    if family == "mistral":
-        return MistralForCausalLM(MistralConfig(**shape))
-    if family == "qwen2":
-        return Qwen2ForCausalLM(Qwen2Config(**shape))
-    if family == "qwen3":
-        return Qwen3ForCausalLM(Qwen3Config(**shape, head_dim=8))
-    if family == "gemma3":
-        return Gemma3ForCausalLM(Gemma3TextConfig(**shape, head_dim=8))
-    raise KeyError(f"no tiny {family!r}; choose from {FAMILIES}")
-
-
-# The families every site/capture/intervention test runs on (`any_tiny` in conftest).
-FAMILIES = ("gemma3", "gpt2", "llama", "mistral", "qwen2", "qwen3")
+    if family not in _ARCHITECTURES:
+        raise KeyError(f"no tiny {family!r}; choose from {ALL_FAMILIES}")
+    config_class, model_class, extra = _ARCHITECTURES[family]
+    config = config_class(
+        vocab_size=VOCAB,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **extra,
+    )
+    return model_class(config)
 
 
 def tiny_model(
@@ -111,6 +132,16 @@ def tiny_model(
     model = _build(family, layers, d_model).eval()
     name = f"tiny-{family}" if (layers, d_model) == (4, 32) else f"tiny-{family}-{layers}x{d_model}"
     return LoadedModel(model, tiny_tokenizer(), name=name, source="test")
+
+
+def perturbed(family: str, seed: int = 0, scale: float = 0.3) -> LoadedModel:
+    """tiny_model with every weight moved by N(0, scale): norm gains (Gemma's zero-initialised γ
+    included) and biases end up far from their defaults, so exactness tests cannot pass by luck."""
+    loaded = tiny_model(family, seed=seed)
+    with torch.no_grad():
+        for param in loaded.model.parameters():
+            param.add_(torch.randn_like(param) * scale)
+    return loaded
 
 
 # --- probes and datasets -----------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_every_server_setting_has_a_flag() -> None:
 )
 def test_specs_refuse_bad_values_with_a_hint(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ProbewatchError, match=message) as caught:
-        ProbeSpec(**kwargs)  # type: ignore[arg-type]
+        ProbeSpec(**kwargs)
     assert caught.value.hint or "must be" in message
 
 

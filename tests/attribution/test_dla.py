@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from tests.attribution.conftest import perturbed
 
 from probewatch.attribution.anatomy import anatomy
 from probewatch.attribution.dla import direct_attribution
@@ -12,6 +11,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, build_card
 from probewatch.probes.linear import LogisticProbe
 from probewatch.probes.mlp import MLPProbe
+from tests.helpers import perturbed
 
 TEXTS = ["hello world", "a somewhat longer text, here", "x"]
 

@@ -148,7 +148,7 @@ def anatomy(model: nn.Module) -> Anatomy:
 
 
 def _recorder(calls: list[nn.Module], outputs: dict[nn.Module, torch.Tensor]) -> Any:
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
+    def hook(module: nn.Module, _args: Any, output: Any) -> None:
         calls.append(module)
         outputs[module] = _hidden(output)
 

@@ -89,10 +89,10 @@ class RowRecorder:
         self.kept[name] = tensor[self.rows.example.to(device), self.rows.token.to(device)].detach()
 
     def output(self, module: nn.Module, name: str) -> None:
-        self._handles.append(module.register_forward_hook(lambda m, a, o: self._keep(name, o)))
+        self._handles.append(module.register_forward_hook(lambda _m, _a, o: self._keep(name, o)))
 
     def input(self, module: nn.Module, name: str) -> None:
-        def hook(module: nn.Module, args: Any, kwargs: Any) -> None:
+        def hook(_module: nn.Module, args: Any, kwargs: Any) -> None:
             self._keep(name, args[0] if args else kwargs["hidden_states"])
 
         self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
