@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from probewatch.server import schemas
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "API.md"
 EXAMPLE = re.compile(r"<!-- model: (\w+) -->\s*```json\n(.*?)```", re.S)
 
 

@@ -116,7 +116,7 @@ def test_query_order_filters_and_count(db: Path) -> None:
     for bad in ({"limit": -1}, {"offset": 1.5}):
         with pytest.raises(ProbewatchError):
             log.query(**bad)
-    for where in (EventFilter(since="yesterday"), EventFilter(probe="")):  # type: ignore[arg-type]
+    for where in (EventFilter(since="yesterday"), EventFilter(probe="")):
         with pytest.raises(ProbewatchError):
             log.query(where)
     log.close()

@@ -24,8 +24,7 @@ from probewatch.server.schemas import (
     PromptPayload,
     TokenPayload,
 )
-from tests.conftest import tiny_model
-from tests.test_server import Server, free_port, make_probes
+from tests.helpers import Server, free_port, make_probes, tiny_model
 
 
 def add_prompt_probe(loaded: LoadedModel, root: Path) -> None:

@@ -38,7 +38,7 @@ def create_app(
     state = ServerState(config, loaded, engine_factory)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.start()
         yield
         state.stop()

@@ -74,7 +74,7 @@ class Redactor:
 def install_handlers(app: FastAPI, redact: Redactor) -> None:
     """Map every exception to the documented error body; nothing a client sends is a 5xx."""
 
-    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
@@ -82,20 +82,20 @@ def install_handlers(app: FastAPI, redact: Redactor) -> None:
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
         return error_response(400, message)
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, str(exc.detail), kind)
 
-    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+    async def api_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         return error_response(exc.status, redact(exc.message), exc.kind)
 
-    async def user_error(request: Request, exc: Exception) -> JSONResponse:
+    async def user_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProbewatchError)
         return error_response(400, redact(str(exc)))
 
-    async def undecodable(request: Request, exc: Exception) -> JSONResponse:
+    async def undecodable(_request: Request, exc: Exception) -> JSONResponse:
         # Invalid UTF-8 or JSON nested beyond the parser's depth: the client's input.
         return error_response(400, f"the request body cannot be parsed ({type(exc).__name__})")
 
