@@ -7,6 +7,7 @@ One server and one browser serve the whole module (CI time); each test gets a fr
 """
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,13 @@ def send(page: Any, text: str, max_tokens: int = 12, temperature: float = 0.0) -
 # Records, as the page changes, how many tokens were on it when the prompt verdict appeared and
 # every value the progress bar showed.
 WATCH_JS = """
-window.__seen = { tokensAtPromptVerdict: null, progress: [] };
+window.__seen = { tokensAtPromptVerdict: null, promptVerdictsBeforeTokens: 0, progress: [] };
 new MutationObserver(() => {
   const seen = window.__seen;
-  if (seen.tokensAtPromptVerdict === null && document.querySelector("#prompt-verdicts .verdict")) {
-    seen.tokensAtPromptVerdict = document.querySelectorAll("#response .tok").length;
-  }
+  const verdicts = document.querySelectorAll("#prompt-verdicts .verdict").length;
+  const tokens = document.querySelectorAll("#response .tok").length;
+  if (seen.tokensAtPromptVerdict === null && verdicts) seen.tokensAtPromptVerdict = tokens;
+  if (!tokens) seen.promptVerdictsBeforeTokens = verdicts;
   const bar = document.querySelector("#progress");
   const value = bar && bar.getAttribute("aria-valuenow");
   if (bar && !bar.classList.contains("unknown") && seen.progress.at(-1) !== value) {
@@ -246,6 +248,22 @@ def test_tokens_are_coloured_by_response_probes_only(page: Any, server: Server) 
         "rs => rs.map(r => r.dataset.probe)"
     )
     assert sorted(rows) == ["calm", "progress", "truth"]
+
+
+def test_prompt_verdict_is_shown_before_the_first_token(page: Any, server: Server) -> None:
+    expect = sync_api.expect
+    page.add_init_script(WATCH_JS)
+    open_dashboard(page, server)
+    send(page, "Where is the city of Lyon?")
+    prompt_verdicts = page.locator("#prompt-verdicts")
+    expect(prompt_verdicts.locator(".verdict.flagged[data-probe='harm']")).to_be_visible()
+    expect(prompt_verdicts.locator(".verdict.ok[data-probe='eval_awareness']")).to_be_visible()
+    expect(page.locator(".msg-user .chip-flagged[data-probe='harm']")).to_be_visible()
+    expect(page.locator(".msg-user .chip-ok[data-probe='eval_awareness']")).to_be_visible()
+    expect(page.locator("#send")).to_be_enabled()
+    # Both verdicts (the flagged one and the one that is not) were on the page before any token.
+    assert page.evaluate("window.__seen.tokensAtPromptVerdict") == 0
+    assert page.evaluate("window.__seen.promptVerdictsBeforeTokens") == 2
 
 
 def test_legend_explains_colours_and_thresholds(page: Any, server: Server) -> None:
@@ -340,6 +358,39 @@ def httpx_events(server: Server) -> list[dict[str, Any]]:
     import httpx
 
     return list(httpx.get(server.url + "/v1/events", params={"limit": 1000}).json()["data"])
+
+
+def test_stop_cancels_the_generation_on_the_server(page: Any, server: Server) -> None:
+    expect = sync_api.expect
+    open_dashboard(page, server)
+    send(page, "Tell me a very long story.", max_tokens=4000)
+    first = page.locator(".msg-assistant").first
+    expect(first.locator(".tok").nth(3)).to_be_attached()
+    page.click("#stop")
+    expect(page.locator("#send")).to_be_enabled()
+    expect(first).to_contain_text("stopped")
+    shown = first.locator(".tok").count()
+
+    # The next request starts at once: it does not wait behind 4000 tokens nobody reads.
+    page.click("#clear")
+    started = time.monotonic()
+    send(page, "And a short one?", max_tokens=4)
+    expect(page.locator(".msg-assistant .tok").first).to_be_attached()
+    waited = time.monotonic() - started
+    assert waited < 3.0, f"the next request waited {waited:.1f} s"
+
+    # The event log says the response was cancelled, with the tokens actually sent.
+    deadline = time.monotonic() + 10
+    cancelled: list[dict[str, Any]] = []
+    while not cancelled and time.monotonic() < deadline:
+        cancelled = [e for e in httpx_events(server) if e.get("finish_reason") == "cancelled"]
+        time.sleep(0.1)
+    assert len(cancelled) == 1, "no event says the stopped response was cancelled"
+    event = cancelled[0]
+    assert shown <= event["n_tokens"] < 2000, (shown, event["n_tokens"])
+    page.click("#history-refresh")
+    row = page.locator(f"#history .event[data-event-id='{event['id']}']")
+    expect(row.locator(".chip-cancelled")).to_be_visible()
 
 
 SSE_PARSER_JS = """
