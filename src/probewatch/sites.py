@@ -11,7 +11,7 @@ Patterns: `resid.*` (every layer), `resid.3-7` (inclusive range), `all` (= `resi
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -27,6 +27,12 @@ class ArchTable:
     final_norm: str
     attn: str  # relative to a block
     mlp: str  # relative to a block
+    # For weight orthogonalization: the embedding weights (from the top model) and the modules
+    # of a block whose outputs are added to the residual stream unnormalized. Left empty for
+    # families whose post-sublayer norms would re-normalize a projected output (Gemma 2/3,
+    # OLMo 2) or that are not verified: orthogonalization refuses them.
+    embeddings: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
 
 
 _LLAMA_LIKE = ArchTable(
@@ -36,18 +42,23 @@ _LLAMA_LIKE = ArchTable(
     attn="self_attn",
     mlp="mlp",
 )
+_PRE_NORM = replace(
+    _LLAMA_LIKE,
+    embeddings=("model.embed_tokens.weight",),
+    writers=("self_attn.o_proj", "mlp.down_proj"),
+)
 
 # Keyed by config.model_type. Gemma's scaled embedding module already includes the sqrt(d)
 # scale, so its output equals hidden_states[0] as for Llama.
 ARCH_TABLES: dict[str, ArchTable] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
+    "llama": _PRE_NORM,
+    "mistral": _PRE_NORM,
+    "qwen2": _PRE_NORM,
+    "qwen3": _PRE_NORM,
     "gemma": _LLAMA_LIKE,
     "gemma2": _LLAMA_LIKE,
     "gemma3_text": _LLAMA_LIKE,
-    "smollm3": _LLAMA_LIKE,
+    "smollm3": _PRE_NORM,
     "olmo2": _LLAMA_LIKE,
     "phi3": _LLAMA_LIKE,
     # GPT-2 adds position embeddings after wte; the dropout after the sum is hidden_states[0].
@@ -57,6 +68,8 @@ ARCH_TABLES: dict[str, ArchTable] = {
         final_norm="transformer.ln_f",
         attn="attn",
         mlp="mlp",
+        embeddings=("transformer.wte.weight", "transformer.wpe.weight"),
+        writers=("attn.c_proj", "mlp.c_proj"),  # Conv1D: weight is [d_in, d_out]
     ),
 }
 

@@ -12,31 +12,35 @@ Methods (registered by name, each maps (positive acts, negative acts) -> vector)
 Never pickle: tensors go to safetensors, everything else to JSON.
 """
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from probewatch import __version__
+from probewatch.artifacts import (
+    VECTOR,
+    VectorCard,
+    card_header,
+    check_fingerprint,
+    corrupt,
+    now,
+    read_artifact,
+    save_artifact,
+)
 from probewatch.data.base import Dataset, require_binary_labels
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import atomic_directory, refuse_to_replace, write_json_atomic
 from probewatch.pipeline import harvest_cached
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.probes.pca import top_component
 from probewatch.sites import expand_sites, parse_site
 
-FORMAT = "probewatch-vector/1"
-VECTORS = "vector.safetensors"
-CARD = "card.json"
+FORMAT = VECTOR.format
+VECTORS = str(VECTOR.tensors_file)
+CARD = VECTOR.card_file
 
 Method = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -75,6 +79,11 @@ class SteeringVector:
         return list(self.vectors)
 
     @property
+    def info(self) -> VectorCard:
+        """The card, typed."""
+        return VectorCard.from_dict(self.card)
+
+    @property
     def d_model(self) -> int:
         return int(next(iter(self.vectors.values())).shape[0])
 
@@ -86,7 +95,7 @@ class SteeringVector:
         return self.vectors[site]
 
     def _derived(self, vectors: dict[str, torch.Tensor], operation: str) -> "SteeringVector":
-        card = {**self.card, "created": _now(), "method": f"{self.card.get('method')}|{operation}"}
+        card = {**self.card, "created": now(), "method": f"{self.card.get('method')}|{operation}"}
         card["sites"] = list(vectors)
         card["operations"] = [*self.card.get("operations", []), operation]
         return SteeringVector(vectors, card, overrides=list(self.overrides))
@@ -137,10 +146,6 @@ class SteeringVector:
             )
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _unit(vector: torch.Tensor) -> torch.Tensor:
     norm = vector.norm()
     if float(norm) == 0 or not bool(torch.isfinite(norm)):
@@ -162,10 +167,7 @@ def build_card(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
-        "format": FORMAT,
-        "probewatch_version": __version__,
-        "created": _now(),
-        "model": loaded.describe(),
+        **card_header(VECTOR, loaded),
         "sites": list(sites),
         "positions": positions,
         "method": method,
@@ -256,9 +258,7 @@ def from_probe(artifact: ProbeArtifact, loaded: LoadedModel | None = None) -> St
     vector = (vector / vector.norm()).contiguous()
     model = artifact.card["model"]
     card = {
-        "format": FORMAT,
-        "probewatch_version": __version__,
-        "created": _now(),
+        **card_header(VECTOR),
         "model": loaded.describe() if loaded is not None else model,
         "sites": [artifact.site],
         "positions": artifact.positions,
@@ -271,20 +271,10 @@ def from_probe(artifact: ProbeArtifact, loaded: LoadedModel | None = None) -> St
 
 
 def save_vector(vector: SteeringVector, out: str | Path, overwrite: bool = False) -> Path:
-    target = refuse_to_replace(out, overwrite, "a saved vector", "output directory")
-    with atomic_directory(target, overwrite=overwrite) as scratch:
-        tensors = {s: v.detach().float().cpu().contiguous() for s, v in vector.vectors.items()}
-        save_file(tensors, str(scratch / VECTORS))
-        write_json_atomic(scratch / CARD, {**vector.card, "sites": list(tensors)})
-    vector.path = target
-    return target
-
-
-def _corrupt(path: Path, problem: str) -> ProbewatchError:
-    return ProbewatchError(
-        f"{path} is not a valid steering vector: {problem}",
-        hint=f"a vector directory holds {VECTORS} and {CARD}, as written by save_vector",
-    )
+    tensors = {s: v.detach().float() for s, v in vector.vectors.items()}
+    card = {**vector.card, "sites": list(tensors)}
+    vector.path = save_artifact(VECTOR, out, tensors, card, overwrite)
+    return vector.path
 
 
 def load_vector(
@@ -293,29 +283,13 @@ def load_vector(
     """Load and validate a saved vector. Given `loaded`, refuse one of another dimension, one
     whose sites the model lacks, and one made on other weights (unless allowed: recorded)."""
     root = Path(path)
-    if not root.is_dir():
-        raise ProbewatchError(f"no vector directory at {root}", hint="check the path")
-    try:
-        card = json.loads((root / CARD).read_text())
-    except FileNotFoundError as exc:
-        raise _corrupt(root, f"{CARD} is missing") from exc
-    except ValueError as exc:
-        raise _corrupt(root, f"{CARD} is not valid JSON ({exc})") from exc
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise _corrupt(root, f"unknown format {found!r}")
-    try:
-        tensors = load_file(str(root / VECTORS))
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise _corrupt(root, f"{VECTORS} is missing or unreadable ({exc})") from exc
+    tensors, card = read_artifact(VECTOR, root)
     if not tensors or sorted(tensors) != sorted(card.get("sites", [])):
-        raise _corrupt(root, f"tensors {sorted(tensors)} do not match the card's sites")
+        raise corrupt(VECTOR, root, f"tensors {sorted(tensors)} do not match the card's sites")
     d_model = int(card.get("model", {}).get("d_model", -1))
     for site, tensor in tensors.items():
         if tensor.ndim != 1 or tensor.shape[0] != d_model:
-            raise _corrupt(root, f"{site} has shape {tuple(tensor.shape)}, not ({d_model},)")
-        if not bool(torch.isfinite(tensor).all()):
-            raise _corrupt(root, f"{site} holds NaN or infinite values")
+            raise corrupt(VECTOR, root, f"{site} has shape {tuple(tensor.shape)}, not ({d_model},)")
     vector = SteeringVector({s: tensors[s] for s in card["sites"]}, card, root)
     if loaded is not None:
         check_vector(vector, loaded, allow_model_mismatch)
@@ -324,25 +298,11 @@ def load_vector(
 
 def check_vector(vector: SteeringVector, loaded: LoadedModel, allow_mismatch: bool = False) -> None:
     """Refuse a vector that cannot apply to `loaded`; a fingerprint mismatch only if not allowed."""
-    where = vector.path or "this vector"
-    if vector.d_model != loaded.d_model:
-        raise ProbewatchError(
-            f"{where} has {vector.d_model}-dim vectors but model {loaded.name!r} has d_model "
-            f"{loaded.d_model}",
-            hint=f"use the model it was made on ({vector.card.get('model', {}).get('name')})",
-        )
-    for site in vector.sites:
-        parse_site(site, loaded.n_layers)  # raises if the model lacks the layer
-    expected = vector.card.get("model", {}).get("fingerprint")
-    if expected != loaded.fingerprint:
-        message = (
-            f"{where} was made on {vector.card.get('model', {}).get('name')!r} (weights "
-            f"fingerprint {expected}), not on {loaded.name!r} ({loaded.fingerprint})"
-        )
-        if not allow_mismatch:
-            raise ProbewatchError(
-                message,
-                hint="load the model it was made on, or pass --allow-model-mismatch to use it "
-                "anyway (the override is recorded)",
-            )
-        vector.overrides.append(f"model mismatch allowed: {message}")
+    where = str(vector.path or "this vector")
+    model = {**vector.card.get("model", {}), "d_model": vector.d_model}
+    if vector.d_model == loaded.d_model:  # else check_fingerprint names the width first
+        for site in vector.sites:
+            parse_site(site, loaded.n_layers)  # raises if the model lacks the layer
+    override = check_fingerprint(model, loaded, where, VECTOR, allow_mismatch)
+    if override:
+        vector.overrides.append(override)

@@ -13,47 +13,42 @@ blocks read, not what the unembedding reads.
 """
 
 import hashlib
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from probewatch import __version__
+from probewatch.artifacts import ORTHOGONALIZED, card_header, save_artifact
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import atomic_directory, refuse_to_replace, write_json_atomic
-from probewatch.sites import layer_list
+from probewatch.paths import refuse_to_replace
+from probewatch.sites import ARCH_TABLES, arch_table, layer_list
 from probewatch.steer.directions import SteeringVector
 from probewatch.steer.interventions import VectorLike, unit_direction
 
-NOTE = "probewatch-intervention.json"
-DIRECTION = "direction.safetensors"
-LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
-SUPPORTED = (*LLAMA_LIKE, "gpt2")
+NOTE = ORTHOGONALIZED.card_file
+DIRECTION = str(ORTHOGONALIZED.tensors_file)
 
 
 def _targets(model: Any) -> tuple[list[torch.Tensor], list[Any], list[Any]]:
-    """(embedding weights, linear writers with weight [d_out, d_in], GPT-2 Conv1D writers).
-
-    `model` is typed Any: the attribute paths differ per family and are checked by type."""
-    model_type = str(getattr(model.config, "model_type", ""))
-    blocks: list[Any] = list(layer_list(model))
-    if model_type in LLAMA_LIKE:
-        linears = [m for b in blocks for m in (b.self_attn.o_proj, b.mlp.down_proj)]
-        return [model.get_input_embeddings().weight], linears, []
-    if model_type == "gpt2":
-        transformer = model.transformer
-        convs = [m for b in blocks for m in (b.attn.c_proj, b.mlp.c_proj)]
-        return [transformer.wte.weight, transformer.wpe.weight], [], convs
-    raise ProbewatchError(
-        f"weight orthogonalization is not supported for model type {model_type!r}",
-        hint=f"supported: {', '.join(SUPPORTED)}; use ablate_direction (hooks) instead",
-    )
+    """(embedding weights, linear writers with weight [d_out, d_in], GPT-2 Conv1D writers),
+    from the family's site table (`ArchTable.embeddings` and `.writers`)."""
+    table = arch_table(model)
+    if table is None or not table.writers:
+        model_type = str(getattr(model.config, "model_type", ""))
+        supported = ", ".join(t for t, a in ARCH_TABLES.items() if a.writers)
+        raise ProbewatchError(
+            f"weight orthogonalization is not supported for model type {model_type!r}",
+            hint=f"supported: {supported}; use ablate_direction (hooks) instead",
+        )
+    embeddings = [operator.attrgetter(path)(model) for path in table.embeddings]
+    writers = [operator.attrgetter(w)(b) for b in layer_list(model) for w in table.writers]
+    linears = [m for m in writers if isinstance(m, nn.Linear)]
+    return embeddings, linears, [m for m in writers if not isinstance(m, nn.Linear)]
 
 
 def _project_rows(weight: torch.Tensor, r: torch.Tensor) -> None:
@@ -133,10 +128,11 @@ def save_orthogonalized(
     `load_model(out)` loads like any other; `probewatch-intervention.json` records what was
     done and the direction is kept beside it in `direction.safetensors`."""
     target = refuse_to_replace(out, overwrite, instead="output directory")
-    unit = unit_direction(loaded, direction, site)
+    unit = unit_direction(loaded, direction, site).float().contiguous()
     card = direction.card if isinstance(direction, SteeringVector) else None
-    digest = hashlib.sha256(unit.float().numpy().tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(unit.numpy().tobytes()).hexdigest()[:16]
     note: dict[str, Any] = {
+        **card_header(ORTHOGONALIZED),
         "intervention": "weight_orthogonalization",
         "what": "embedding rows and the outputs of every attention o_proj and MLP down_proj "
         "(with biases) projected orthogonal to the direction; unembedding untied and unchanged",
@@ -145,13 +141,11 @@ def save_orthogonalized(
         "base_model": loaded.describe(),
         "direction": {"site": site or (card["sites"][0] if card else None), "sha256": digest},
         "vector_card": card,
-        "probewatch_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with atomic_directory(target, overwrite=overwrite) as scratch:
-        with orthogonalized(loaded, unit.float()):
+
+    def write_model(scratch: Path) -> None:
+        with orthogonalized(loaded, unit):
             loaded.model.save_pretrained(scratch)
         loaded.tokenizer.save_pretrained(scratch)
-        save_file({"direction": unit.float().contiguous()}, str(scratch / DIRECTION))
-        write_json_atomic(scratch / NOTE, note)
-    return target
+
+    return save_artifact(ORTHOGONALIZED, target, {"direction": unit}, note, overwrite, write_model)
