@@ -1,0 +1,541 @@
+"""Activation patching: one call sweeps layers × positions × {resid, attn_out, mlp_out, head}.
+
+    sources = record_sources(loaded_a, clean)            # any model with the same shapes
+    result = patch_sweep(loaded_b, corrupted, sources, LogitDiffMetric(paris, london))
+    result.grid("resid")                                 # [layers, positions], mean over pairs
+
+Patches are batched: every patched row of a chunk runs in one forward, and a patch at layer l
+starts from the base run's own input to block l (recorded once, with every argument the model
+gave the block), so the unpatched prefix is never recomputed and logits are computed only at
+the read position. `patch_reference` is the one-forward-per-patch loop, kept as the oracle.
+
+Cross-model patching (engineer `compare`): `record_sources` on model A, `patch_sweep` on model B;
+the shapes are checked, and `Sources.logits` gives A's own prediction for the metric's baseline.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from probewatch.attribution.anatomy import Anatomy, anatomy
+from probewatch.attribution.metrics import Metric, check_metric
+from probewatch.attribution.recording import model_kwargs
+from probewatch.errors import ProbewatchError
+from probewatch.sites import layer_list, parse_site
+from probewatch.tokens import Batch
+
+Component = Literal["resid", "attn_out", "mlp_out", "head"]
+COMPONENTS: tuple[Component, ...] = ("resid", "attn_out", "mlp_out", "head")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One patch: a component of one layer, at some positions (a head: one head's z)."""
+
+    component: Component
+    layer: int
+    positions: tuple[int, ...]
+    head: int | None = None
+
+    @property
+    def label(self) -> str:
+        where = f"L{self.layer}" + (f"H{self.head}" if self.head is not None else "")
+        pos = ",".join(map(str, self.positions)) if len(self.positions) < 4 else "all"
+        return f"{self.component}:{where}@{pos}"
+
+
+@dataclass
+class Sources:
+    """Activations of one run at every layer, to patch into another run: [B, T, ·] each."""
+
+    acts: dict[tuple[str, int], torch.Tensor]  # (component, layer) -> [B, T, d] (head: H·d_head)
+    lengths: torch.Tensor  # [B] real tokens per example
+    logits: torch.Tensor  # [B, V] at each example's last token
+    probe_acts: dict[str, torch.Tensor] = field(default_factory=dict)  # site -> [B, d] at last
+
+
+def _lengths(batch: Batch) -> torch.Tensor:
+    return batch.attention_mask.sum(dim=1).cpu()
+
+
+def _last(batch: Batch) -> torch.Tensor:
+    return _lengths(batch) - 1
+
+
+def _module_for(anat: Anatomy, component: str, layer: int) -> tuple[nn.Module, bool]:
+    """(module, whether its *input* is the activation) for a component."""
+    block = anat.blocks[layer]
+    if component == "resid":
+        return layer_list(anat.model)[layer], False
+    if component == "attn_out":
+        return block.attn, False
+    if component == "mlp_out":
+        return block.mlp, False
+    return block.out_proj, True
+
+
+def _hidden(value: Any) -> torch.Tensor:
+    tensor = value[0] if isinstance(value, tuple | list) else value
+    assert isinstance(tensor, torch.Tensor)
+    return tensor
+
+
+def _replace_hidden(value: Any, hidden: torch.Tensor) -> Any:
+    if isinstance(value, tuple):
+        return (hidden, *value[1:])
+    if isinstance(value, list):
+        return [hidden, *value[1:]]
+    return hidden
+
+
+@contextmanager
+def _hooks(pairs: Sequence[tuple[nn.Module, Any, bool]]) -> Iterator[None]:
+    """Register (module, hook, is_pre) and remove exactly these handles afterwards."""
+    handles: list[RemovableHandle] = []
+    try:
+        for module, hook, pre in pairs:
+            if pre:
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _probe_read(anat: Anatomy, metric: Metric) -> tuple[int | None, bool]:
+    """(layer whose output the probe reads or None, reads the final norm's output)."""
+    site_name = metric.probe_site
+    if site_name is None:
+        return None, False
+    site = parse_site(site_name, anat.n_layers)
+    if site.kind == "resid":
+        return site.layer, False
+    if site.kind == "final_norm":
+        return None, True
+    raise ProbewatchError(
+        f"probe site {site_name!r}: patching metrics read probes on resid.N or final_norm",
+        hint="train the probe on the residual stream",
+    )
+
+
+@torch.no_grad()
+def record_sources(loaded: Any, batch: Batch, probe_sites: Sequence[str] = ()) -> Sources:
+    """Every component's activation at every layer of one run (the patch donor)."""
+    anat = anatomy(loaded.model)
+    acts: dict[tuple[str, int], torch.Tensor] = {}
+    pairs: list[tuple[nn.Module, Any, bool]] = []
+    for layer in range(anat.n_layers):
+        for component in COMPONENTS:
+            module, is_input = _module_for(anat, component, layer)
+
+            def keep(m: nn.Module, a: Any, b: Any, c: Any = None, key=(component, layer)) -> None:  # type: ignore[no-untyped-def]
+                value = (a[0] if a else b["hidden_states"]) if c is None else c
+                acts[key] = _hidden(value).detach()
+
+            if is_input:
+                pairs.append((module, lambda m, a, k, keep=keep: keep(m, a, k), True))
+            else:
+                pairs.append((module, lambda m, a, o, keep=keep: keep(m, a, None, o), False))
+    probe_acts: dict[str, torch.Tensor] = {}
+    with _hooks(pairs):
+        out = loaded.model(**model_kwargs(loaded.model, batch))
+    last = _last(batch)
+    rows = torch.arange(len(last))
+    final = acts[("resid", anat.n_layers - 1)]
+    for name in probe_sites:
+        site = parse_site(name, anat.n_layers)
+        if site.kind == "resid":
+            assert site.layer is not None
+            probe_acts[name] = acts[("resid", site.layer)][rows, last]
+        else:
+            probe_acts[name] = anat.final_norm.module(final[rows, last][:, None])[:, 0]
+    return Sources(acts, _lengths(batch), out.logits[rows, last].detach(), probe_acts)
+
+
+class _Replayer:
+    """Runs blocks l..L-1 from the base run's recorded block inputs, for many rows at once."""
+
+    def __init__(self, anat: Anatomy, batch: Batch) -> None:
+        self.anat = anat
+        self.blocks = layer_list(anat.model)
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.batch_size = int(batch.input_ids.shape[0])
+
+        def record(module: nn.Module, args: Any, kwargs: Any) -> None:
+            self.calls.append((tuple(args), dict(kwargs)))
+
+        with torch.no_grad(), _hooks([(b, record, True) for b in self.blocks]):
+            out = anat.model(**model_kwargs(anat.model, batch))
+        self.logits = out.logits[torch.arange(self.batch_size), _last(batch)].detach()
+        self.last = _last(batch)
+
+    def _tile(self, value: Any, copies: int) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.ndim >= 1 and value.shape[0] == self.batch_size and value.ndim >= 2:
+                return value.repeat(copies, *([1] * (value.ndim - 1)))
+            return value
+        if isinstance(value, tuple | list):
+            return type(value)(self._tile(v, copies) for v in value)
+        if isinstance(value, dict):
+            return {k: self._tile(v, copies) for k, v in value.items()}
+        return value
+
+    def block_input(self, layer: int) -> torch.Tensor:
+        args, kwargs = self.calls[layer]
+        return _hidden(args[0] if args else kwargs["hidden_states"])
+
+    def run(self, start: int, hidden: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+        """Blocks start..stop-1 on `hidden` ([copies·B, T, d]); returns their output."""
+        copies = hidden.shape[0] // self.batch_size
+        for layer in range(start, self.anat.n_layers if stop is None else stop):
+            args, kwargs = self.calls[layer]
+            args = self._tile(args, copies)
+            kwargs = self._tile(kwargs, copies)
+            if args:
+                args = (hidden, *args[1:])
+            else:
+                kwargs["hidden_states"] = hidden
+            hidden = _hidden(self.blocks[layer](*args, **kwargs))
+        return hidden
+
+
+@dataclass
+class PatchResult:
+    """Metric per cell and pair; `base` is the unpatched run, `source` the donor's own value."""
+
+    cells: list[Cell]
+    values: torch.Tensor  # [cells, B]
+    base: torch.Tensor  # [B]
+    source: torch.Tensor  # [B]
+    metric: str
+    n_layers: int
+    n_heads: int
+    positions: list[int]
+
+    def effect(self) -> torch.Tensor:
+        """Change from the base value, mean over pairs: [cells]."""
+        return (self.values - self.base[None]).mean(1)
+
+    def restored(self) -> torch.Tensor:
+        """(patched − base) / (source − base), mean over pairs: 1 = the patch moves the metric
+        all the way to the donor's value."""
+        gap = self.source - self.base
+        return ((self.values - self.base[None]) / gap.where(gap.abs() > 1e-9, 1e-9)).mean(1)
+
+    def grid(self, component: Component, values: torch.Tensor | None = None) -> torch.Tensor:
+        """[layers, positions] for resid/attn_out/mlp_out, [layers, heads] for head."""
+        values = self.effect() if values is None else values
+        heads = component == "head"
+        width = self.n_heads if heads else len(self.positions)
+        out = torch.full((self.n_layers, width), float("nan"))
+        for cell, value in zip(self.cells, values.tolist(), strict=True):
+            if cell.component != component:
+                continue
+            column = cell.head if heads else self.positions.index(cell.positions[0])
+            assert column is not None
+            out[cell.layer, column] = value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "positions": self.positions,
+            "base": self.base.tolist(),
+            "source": self.source.tolist(),
+            "cells": [
+                {"cell": c.label, "component": c.component, "layer": c.layer, "head": c.head,
+                 "positions": list(c.positions), "effect": e, "restored": r}
+                for c, e, r in zip(
+                    self.cells, self.effect().tolist(), self.restored().tolist(), strict=True
+                )
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Which cells to patch. Positions are token indices (negative: from the end of the
+    longest example); heads are patched at all `positions` at once unless `heads_by_position`."""
+
+    components: tuple[Component, ...] = ("resid", "attn_out", "mlp_out", "head")
+    layers: tuple[int, ...] | None = None  # None: every layer
+    positions: tuple[int, ...] | None = None  # None: every position
+    heads_by_position: bool = False
+    rows_per_forward: int = 64  # patched rows per forward pass (memory vs speed)
+
+    def cells(self, n_layers: int, n_heads: int, length: int) -> tuple[list[Cell], list[int]]:
+        unknown = set(self.components) - set(COMPONENTS)
+        if unknown:
+            raise ProbewatchError(
+                f"unknown patching components {sorted(unknown)}", hint=f"use {COMPONENTS}"
+            )
+        layers = list(range(n_layers)) if self.layers is None else list(self.layers)
+        bad = [layer for layer in layers if not 0 <= layer < n_layers]
+        if bad:
+            raise ProbewatchError(
+                f"layers {bad} do not exist", hint=f"this model has layers 0..{n_layers - 1}"
+            )
+        raw = range(length) if self.positions is None else self.positions
+        positions = sorted({p + length if p < 0 else p for p in raw})
+        if positions and not 0 <= positions[0] <= positions[-1] < length:
+            raise ProbewatchError(
+                f"positions {list(raw)} fall outside the prompts ({length} tokens)",
+                hint="use token indices of the prompt (negative ones count from the end)",
+            )
+        cells: list[Cell] = []
+        for layer in layers:
+            for component in self.components:
+                if component != "head":
+                    cells += [Cell(component, layer, (p,)) for p in positions]
+                elif self.heads_by_position:
+                    cells += [Cell("head", layer, (p,), h) for h in range(n_heads) for p in positions]
+                else:
+                    cells += [Cell("head", layer, tuple(positions), h) for h in range(n_heads)]
+        return cells, positions
+
+
+def check_pairs(base: Batch, sources: Sources) -> None:
+    """Position-wise patching needs each pair of prompts to have the same token length."""
+    lengths = _lengths(base)
+    if len(lengths) != len(sources.lengths):
+        raise ProbewatchError(
+            f"{len(lengths)} prompts to patch into but {len(sources.lengths)} source prompts",
+            hint="give one corrupted prompt per clean prompt",
+        )
+    for i, (a, b) in enumerate(zip(lengths.tolist(), sources.lengths.tolist(), strict=True)):
+        if a != b:
+            raise ProbewatchError(
+                f"pair {i}: the prompts are {b} and {a} tokens long; position-wise patching "
+                "needs equal lengths",
+                hint="reword one prompt so both tokenize to the same length (e.g. swap a "
+                "single-token name for another)",
+            )
+
+
+def _read(anat: Anatomy, replay: _Replayer, metric: Metric, final: torch.Tensor) -> torch.Tensor:
+    """The metric on final-layer outputs [R, T, d] at each row's read position."""
+    copies = final.shape[0] // replay.batch_size
+    examples = torch.arange(replay.batch_size).repeat(copies)
+    at = final[torch.arange(final.shape[0]), replay.last.repeat(copies)]
+    normed = anat.final_norm.module(at[:, None])[:, 0]
+    if metric.probe_site is not None:
+        return metric(normed, examples)  # a final_norm probe (resid probes are read earlier)
+    return metric(anat.logits_from_normed(normed), examples)
+
+
+def _patcher(cells: Sequence[Cell], sources: Sources, batch_size: int, key: tuple[str, int]) -> Any:
+    """A hook that writes each row group's donor values into its cell's positions."""
+    rows, cols, heads, values = [], [], [], []
+    src = sources.acts[key]
+    for copy, cell in enumerate(cells):
+        for pos in cell.positions:
+            for b in range(batch_size):
+                rows.append(copy * batch_size + b)
+                cols.append(pos)
+                heads.append(-1 if cell.head is None else cell.head)
+                values.append(src[b, pos])
+    row_t, col_t, head_t = torch.tensor(rows), torch.tensor(cols), torch.tensor(heads)
+    value_t = torch.stack(values)
+
+    def write(hidden: torch.Tensor, n_heads: int) -> torch.Tensor:
+        hidden = hidden.clone()
+        if bool((head_t < 0).all()):
+            hidden[row_t, col_t] = value_t.to(hidden.dtype)
+            return hidden
+        d_head = hidden.shape[-1] // n_heads
+        view = hidden.view(*hidden.shape[:-1], n_heads, d_head)
+        donor = value_t.view(len(rows), n_heads, d_head)
+        view[row_t, col_t, head_t] = donor[torch.arange(len(rows)), head_t].to(hidden.dtype)
+        return hidden
+
+    return write
+
+
+def _run_group(ctx: "_Sweep", layer: int, component: str, cells: Sequence[Cell]) -> torch.Tensor:
+    """Metric [len(cells), B] for cells of one component at one layer, in one forward."""
+    anat, replay = ctx.anat, ctx.replay
+    write = _patcher(cells, ctx.sources, replay.batch_size, (component, layer))
+    copies = len(cells)
+    probe_layer, _ = _probe_read(anat, ctx.metric)
+    if probe_layer is not None and probe_layer < layer:
+        return ctx.base_value.repeat(copies, 1)  # the probe reads the stream before the patch
+    hooks: list[tuple[nn.Module, Any, bool]] = []
+    if component == "resid":
+        # A patched block output is the next block's input: start there.
+        start = layer + 1
+        after = replay.block_input(start) if start < anat.n_layers else ctx.final_base
+        hidden = write(after.repeat(copies, 1, 1), anat.n_heads)
+    else:
+        start = layer
+        hidden = replay.block_input(layer).repeat(copies, 1, 1)
+        module, is_input = _module_for(anat, component, layer)
+        if is_input:
+
+            def pre(m: nn.Module, args: Any, kwargs: Any) -> Any:
+                return ((write(args[0], anat.n_heads), *args[1:]), kwargs)
+
+            hooks = [(module, pre, True)]
+        else:
+
+            def post(m: nn.Module, args: Any, output: Any) -> Any:
+                return _replace_hidden(output, write(_hidden(output), anat.n_heads))
+
+            hooks = [(module, post, False)]
+    with _hooks(hooks):
+        stop = None if probe_layer is None else probe_layer + 1
+        out = replay.run(start, hidden, stop=stop)
+    if probe_layer is None:
+        return _read(anat, replay, ctx.metric, out).reshape(copies, -1)
+    at = out[torch.arange(out.shape[0]), replay.last.repeat(copies)]
+    examples = torch.arange(replay.batch_size).repeat(copies)
+    return ctx.metric(at, examples).reshape(copies, -1)
+
+
+@dataclass
+class _Sweep:
+    anat: Anatomy
+    replay: _Replayer
+    sources: Sources
+    metric: Metric
+    final_base: torch.Tensor  # output of the last block in the base run [B, T, d]
+    base_value: torch.Tensor  # [B]
+
+
+@torch.no_grad()
+def patch_sweep(
+    loaded: Any, base: Batch, sources: Sources, metric: Metric, spec: SweepSpec | None = None
+) -> PatchResult:
+    """Patch `sources` into the run on `base`, one cell at a time, batched."""
+    spec = spec or SweepSpec()
+    check_metric(metric)
+    check_pairs(base, sources)
+    anat = anatomy(loaded.model)
+    _check_shapes(anat, sources)
+    length = int(_lengths(base).max())
+    cells, positions = spec.cells(anat.n_layers, anat.n_heads, length)
+    replay = _Replayer(anat, base)
+    final_base = replay.run(anat.n_layers - 1, replay.block_input(anat.n_layers - 1))
+    base_value = _value_of(anat, replay, metric, final_base)
+    ctx = _Sweep(anat, replay, sources, metric, final_base, base_value)
+    per_chunk = max(1, spec.rows_per_forward // replay.batch_size)
+    values = torch.empty(len(cells), replay.batch_size, dtype=torch.float64)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, cell in enumerate(cells):
+        groups.setdefault((cell.layer, cell.component), []).append(i)
+    for (layer, component), index in groups.items():
+        for lo in range(0, len(index), per_chunk):
+            chunk = index[lo : lo + per_chunk]
+            values[chunk] = _run_group(ctx, layer, component, [cells[i] for i in chunk]).double()
+    return PatchResult(
+        cells=cells,
+        values=values,
+        base=base_value.double(),
+        source=_source_value(metric, sources).double(),
+        metric=metric.name,
+        n_layers=anat.n_layers,
+        n_heads=anat.n_heads,
+        positions=positions,
+    )
+
+
+def _value_of(
+    anat: Anatomy, replay: _Replayer, metric: Metric, final: torch.Tensor
+) -> torch.Tensor:
+    probe_layer, _ = _probe_read(anat, metric)
+    if probe_layer is None:
+        return _read(anat, replay, metric, final).reshape(-1)
+    hidden = replay.block_input(probe_layer + 1) if probe_layer + 1 < anat.n_layers else final
+    at = hidden[torch.arange(replay.batch_size), replay.last]
+    return metric(at, torch.arange(replay.batch_size)).reshape(-1)
+
+
+def _source_value(metric: Metric, sources: Sources) -> torch.Tensor:
+    examples = torch.arange(len(sources.lengths))
+    if metric.probe_site is not None:
+        if metric.probe_site not in sources.probe_acts:
+            raise ProbewatchError(
+                f"the sources were recorded without the probe site {metric.probe_site!r}",
+                hint="pass probe_sites=[probe.site] to record_sources",
+            )
+        return metric(sources.probe_acts[metric.probe_site], examples).reshape(-1)
+    return metric(sources.logits, examples).reshape(-1)
+
+
+def _check_shapes(anat: Anatomy, sources: Sources) -> None:
+    for (component, layer), act in sources.acts.items():
+        if layer >= anat.n_layers:
+            raise ProbewatchError(
+                f"the sources have layer {layer}; this model has {anat.n_layers} layers",
+                hint="cross-model patching needs two models of the same shape",
+            )
+        width = anat.n_heads * anat.d_head if component == "head" else anat.d_model
+        if act.shape[-1] != width:
+            raise ProbewatchError(
+                f"source {component}.{layer} has width {act.shape[-1]}; this model needs {width}",
+                hint="cross-model patching needs two models of the same shape",
+            )
+
+
+@torch.no_grad()
+def patch_reference(loaded: Any, base: Batch, sources: Sources, metric: Metric, cell: Cell) -> Any:
+    """The oracle: one full forward of the model with one cell patched; metric per pair [B]."""
+    anat = anatomy(loaded.model)
+    write = _patcher([cell], sources, int(base.input_ids.shape[0]), (cell.component, cell.layer))
+    module, is_input = _module_for(anat, cell.component, cell.layer)
+    read: dict[str, torch.Tensor] = {}
+
+    def pre(m: nn.Module, args: Any, kwargs: Any) -> Any:
+        return ((write(args[0], anat.n_heads), *args[1:]), kwargs)
+
+    def post(m: nn.Module, args: Any, output: Any) -> Any:
+        return _replace_hidden(output, write(_hidden(output), anat.n_heads))
+
+    hooks: list[tuple[nn.Module, Any, bool]] = [(module, pre if is_input else post, is_input)]
+    probe_layer, probe_final = _probe_read(anat, metric)
+    if probe_layer is not None or probe_final:
+        target = anat.final_norm.module if probe_final else layer_list(loaded.model)[probe_layer]
+
+        def grab(m: nn.Module, args: Any, output: Any) -> None:
+            read["acts"] = _hidden(output)
+
+        hooks.append((target, grab, False))
+    with _hooks(hooks):
+        out = loaded.model(**model_kwargs(loaded.model, base))
+    last = _last(base)
+    rows = torch.arange(len(last))
+    if "acts" in read:
+        return metric(read["acts"][rows, last], rows)
+    return metric(out.logits[rows, last], rows)
+
+
+Direction = Literal["denoise", "noise", "both"]
+
+
+def activation_patching(
+    loaded: Any, clean: Batch, corrupted: Batch, metric: Metric | Literal["kl"], spec: Any = None
+) -> dict[str, PatchResult]:
+    """Denoising (clean activations into the corrupted run) and noising (corrupted into clean),
+    as `spec.direction` says (a SweepSpec, or a PatchSpec with a direction). `metric="kl"`
+    measures KL(clean ‖ patched)."""
+    direction: Direction = getattr(spec, "direction", "both")
+    sweep = spec if isinstance(spec, SweepSpec) else getattr(spec, "sweep", None)
+    probe_sites = [metric.probe_site] if not isinstance(metric, str) and metric.probe_site else []
+    clean_src = record_sources(loaded, clean, probe_sites)
+    corrupt_src = record_sources(loaded, corrupted, probe_sites)
+    if metric == "kl":
+        from probewatch.attribution.metrics import KLMetric
+
+        metric = KLMetric(clean_src.logits)
+    results: dict[str, PatchResult] = {}
+    if direction in ("denoise", "both"):
+        results["denoise"] = patch_sweep(loaded, corrupted, clean_src, metric, sweep)
+    if direction in ("noise", "both"):
+        results["noise"] = patch_sweep(loaded, clean, corrupt_src, metric, sweep)
+    return results
