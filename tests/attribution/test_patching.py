@@ -52,8 +52,7 @@ def test_probe_score_metric_matches_reference() -> None:
     x = torch.randn(64, loaded.d_model, generator=gen)
     probe = LogisticProbe(c=1.0).fit(x, (x[:, 0] > 0).long())
     artifact = ProbeArtifact(probe, build_card(probe, loaded, "resid.2", "last", {"name": "p"}, {}))
-    result = _check_against_reference(loaded, ProbeMetric(artifact), SweepSpec())
-    assert result is None
+    _check_against_reference(loaded, ProbeMetric(artifact), SweepSpec())
 
 
 def test_both_directions_end_at_the_donor_value_when_everything_is_patched() -> None:
@@ -82,8 +81,11 @@ def test_unequal_lengths_and_other_shapes_are_refused() -> None:
         patch_sweep(loaded, encode(loaded.tokenizer, CORRUPT), sources, LogitDiffMetric(5, 9))
     with pytest.raises(ProbewatchError, match="do not exist"):
         activation_patching(
-            loaded, encode(loaded.tokenizer, CLEAN), encode(loaded.tokenizer, CORRUPT),
-            LogitDiffMetric(5, 9), SweepSpec(layers=(7,)),
+            loaded,
+            encode(loaded.tokenizer, CLEAN),
+            encode(loaded.tokenizer, CORRUPT),
+            LogitDiffMetric(5, 9),
+            SweepSpec(layers=(7,)),
         )
 
 

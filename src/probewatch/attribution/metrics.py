@@ -72,7 +72,7 @@ class ProbeMetric:
     def probe_site(self) -> str:
         return str(self.probe.site)
 
-    def __call__(self, acts: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
+    def __call__(self, acts: torch.Tensor, _examples: torch.Tensor) -> torch.Tensor:
         # The affine form keeps gradients (attribution patching); other probes score as usual.
         try:
             weight, bias = affine_form(self.probe.probe, acts.shape[-1])

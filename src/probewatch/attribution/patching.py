@@ -135,14 +135,16 @@ def record_sources(loaded: Any, batch: Batch, probe_sites: Sequence[str] = ()) -
         for component in COMPONENTS:
             module, is_input = _module_for(anat, component, layer)
 
-            def keep(m: nn.Module, a: Any, b: Any, c: Any = None, key=(component, layer)) -> None:  # type: ignore[no-untyped-def]
+            def keep(
+                a: Any, b: Any, c: Any = None, key: tuple[str, int] = (component, layer)
+            ) -> None:
                 value = (a[0] if a else b["hidden_states"]) if c is None else c
                 acts[key] = _hidden(value).detach()
 
             if is_input:
-                pairs.append((module, lambda m, a, k, keep=keep: keep(m, a, k), True))
+                pairs.append((module, lambda _m, a, k, keep=keep: keep(a, k), True))
             else:
-                pairs.append((module, lambda m, a, o, keep=keep: keep(m, a, None, o), False))
+                pairs.append((module, lambda _m, a, o, keep=keep: keep(a, None, o), False))
     probe_acts: dict[str, torch.Tensor] = {}
     with _hooks(pairs):
         out = loaded.model(**model_kwargs(loaded.model, batch))
@@ -168,7 +170,7 @@ class _Replayer:
         self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         self.batch_size = int(batch.input_ids.shape[0])
 
-        def record(module: nn.Module, args: Any, kwargs: Any) -> None:
+        def record(_module: nn.Module, args: Any, kwargs: Any) -> None:
             self.calls.append((tuple(args), dict(kwargs)))
 
         with torch.no_grad(), _hooks([(b, record, True) for b in self.blocks]):
@@ -250,8 +252,15 @@ class PatchResult:
             "base": self.base.tolist(),
             "source": self.source.tolist(),
             "cells": [
-                {"cell": c.label, "component": c.component, "layer": c.layer, "head": c.head,
-                 "positions": list(c.positions), "effect": e, "restored": r}
+                {
+                    "cell": c.label,
+                    "component": c.component,
+                    "layer": c.layer,
+                    "head": c.head,
+                    "positions": list(c.positions),
+                    "effect": e,
+                    "restored": r,
+                }
                 for c, e, r in zip(
                     self.cells, self.effect().tolist(), self.restored().tolist(), strict=True
                 )
@@ -295,7 +304,9 @@ class SweepSpec:
                 if component != "head":
                     cells += [Cell(component, layer, (p,)) for p in positions]
                 elif self.heads_by_position:
-                    cells += [Cell("head", layer, (p,), h) for h in range(n_heads) for p in positions]
+                    cells += [
+                        Cell("head", layer, (p,), h) for h in range(n_heads) for p in positions
+                    ]
                 else:
                     cells += [Cell("head", layer, tuple(positions), h) for h in range(n_heads)]
         return cells, positions
@@ -378,13 +389,13 @@ def _run_group(ctx: "_Sweep", layer: int, component: str, cells: Sequence[Cell])
         module, is_input = _module_for(anat, component, layer)
         if is_input:
 
-            def pre(m: nn.Module, args: Any, kwargs: Any) -> Any:
+            def pre(_m: nn.Module, args: Any, kwargs: Any) -> Any:
                 return ((write(args[0], anat.n_heads), *args[1:]), kwargs)
 
             hooks = [(module, pre, True)]
         else:
 
-            def post(m: nn.Module, args: Any, output: Any) -> Any:
+            def post(_m: nn.Module, _args: Any, output: Any) -> Any:
                 return _replace_hidden(output, write(_hidden(output), anat.n_heads))
 
             hooks = [(module, post, False)]
@@ -491,18 +502,19 @@ def patch_reference(loaded: Any, base: Batch, sources: Sources, metric: Metric, 
     module, is_input = _module_for(anat, cell.component, cell.layer)
     read: dict[str, torch.Tensor] = {}
 
-    def pre(m: nn.Module, args: Any, kwargs: Any) -> Any:
+    def pre(_m: nn.Module, args: Any, kwargs: Any) -> Any:
         return ((write(args[0], anat.n_heads), *args[1:]), kwargs)
 
-    def post(m: nn.Module, args: Any, output: Any) -> Any:
+    def post(_m: nn.Module, _args: Any, output: Any) -> Any:
         return _replace_hidden(output, write(_hidden(output), anat.n_heads))
 
     hooks: list[tuple[nn.Module, Any, bool]] = [(module, pre if is_input else post, is_input)]
     probe_layer, probe_final = _probe_read(anat, metric)
     if probe_layer is not None or probe_final:
-        target = anat.final_norm.module if probe_final else layer_list(loaded.model)[probe_layer]
+        blocks = layer_list(loaded.model)
+        target = anat.final_norm.module if probe_layer is None else blocks[probe_layer]
 
-        def grab(m: nn.Module, args: Any, output: Any) -> None:
+        def grab(_m: nn.Module, _args: Any, output: Any) -> None:
             read["acts"] = _hidden(output)
 
         hooks.append((target, grab, False))
