@@ -53,7 +53,7 @@ def make_probes(loaded: LoadedModel, root: Path) -> None:
             extra["threshold"] = {"value": threshold, "target_fpr": 0.01, "set_on": "test"}
             extra["calibration"] = {"a": 1.0, "b": 0.0}
         else:
-            metrics = {"mae": PROGRESS_MAE, "r2": 0.8}
+            metrics = {"mae": PROGRESS_MAE, "r2": 0.8, "baseline_mae": 0.11}
         card = build_card(probe, loaded, site, "last", {"name": name, "hash": "x"}, metrics, extra)
         save_probe(ProbeArtifact(probe, card), root / name)
 
@@ -236,7 +236,8 @@ def test_tokens_are_coloured_by_response_probes_only(page: Any, server: Server) 
     progress = [int(v) for v in page.evaluate("window.__seen.progress")]
     assert progress and progress == sorted(progress), progress
     note = page.inner_text("#progress-note")
-    assert f"± {round(PROGRESS_MAE * 100)}" in note and "estimate" in note
+    assert f"± {round(PROGRESS_MAE * 100)} points" in note and "estimate" in note
+    assert "position alone: ± 11" in note
     label = page.inner_text("#progress-label")
     assert "estimate" in label or label == "answer finished", label
 

@@ -59,6 +59,7 @@ function show({ turn, token }) {
   for (const span of el.response.querySelectorAll(".tok.inspected")) span.classList.remove("inspected");
   token.span.classList.add("inspected");
   el.inspector.hidden = false;
+  el.inspector.scrollIntoView({ block: "nearest" });
   el.inspector.dataset.tokenIndex = String(token.index);
   el.inspectorBody.replaceChildren(
     h("div", { class: "inspector-token" }, h("code", { text: token.text }), h("span", { class: "muted small", text: ` token ${token.index}` })),

@@ -19,11 +19,11 @@ let track = { smooth: null, shown: null, mae: null, raw: [] };
 const clamp = (x) => Math.min(Math.max(x, 0), 1);
 const points = (x) => Math.round(x * 100);
 
-function measuredError() {
+const finite = (x) => (typeof x === "number" && Number.isFinite(x) ? x : null);
+const metric = (name) => {
   const probe = progressProbe();
-  const mae = probe && probe.metrics ? probe.metrics.mae : undefined;
-  return typeof mae === "number" && Number.isFinite(mae) ? mae : null;
-}
+  return probe && probe.metrics ? finite(probe.metrics[name]) : null;
+};
 
 function draw(shown, label, band = true) {
   const known = typeof shown === "number";
@@ -43,22 +43,25 @@ function draw(shown, label, band = true) {
   el.progressLabel.textContent = label;
 }
 
-function estimateLabel(shown) {
-  const error = track.mae === null ? " (estimate; error not measured)" : ` ± ${points(track.mae)} (estimate)`;
+function estimate(shown) {
+  const error = track.mae === null ? ", error not measured" : ` ± ${points(track.mae)}`;
   return `≈ ${points(shown)}%${error}`;
 }
 
 // A new response: shows the bar only when a progress probe is served, with its error noted.
 export function resetProgress() {
   const probe = progressProbe();
-  track = { smooth: null, shown: null, mae: measuredError(), raw: [] };
+  track = { smooth: null, shown: null, mae: metric("mae"), raw: [] };
   el.progressBlock.hidden = !probe;
   if (!probe) return;
+  // The card's position-only baseline says how much the probe adds over counting tokens.
+  const baseline = metric("baseline_mae");
+  const versus = baseline === null ? "" : ` (a guess from the token position alone: ± ${points(baseline)})`;
   el.progressNote.textContent =
     track.mae === null
       ? `${probe.name} probe: a rough estimate; its card has no measured error.`
       : `${probe.name} probe: a rough estimate; band = ± ${points(track.mae)} points, its mean ` +
-        "absolute error on held-out answers. Never moves backwards (see docs/dashboard.md).";
+        `absolute error on held-out answers${versus}. Never moves backwards (see docs/dashboard.md).`;
   draw(null, "waiting for the first token");
 }
 
@@ -67,7 +70,7 @@ export function updateProgress(raw) {
   track.raw.push(raw);
   track.smooth = track.smooth === null ? raw : track.smooth + ALPHA * (raw - track.smooth);
   track.shown = Math.min(CAP, Math.max(track.shown ?? 0, clamp(track.smooth)));
-  draw(track.shown, estimateLabel(track.shown));
+  draw(track.shown, `${estimate(track.shown)} (estimate)`);
 }
 
 // `how`: "stop" (the model ended its answer), "length" (cut at max tokens), "stopped" or "error".
@@ -79,7 +82,7 @@ export function finishProgress(how) {
     draw(1, "answer finished", false);
   } else {
     const why = how === "length" ? "cut at max tokens" : how;
-    draw(track.shown, `${why}: estimate was ${estimateLabel(track.shown)}`);
+    draw(track.shown, `${why} (estimate was ${estimate(track.shown)})`);
   }
 }
 
