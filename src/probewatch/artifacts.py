@@ -119,7 +119,7 @@ def read_card(kind: ArtifactKind, path: str | Path) -> dict[str, Any]:
         card = json.loads((root / kind.card_file).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise corrupt(kind, root, f"{kind.card_file} is missing") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: too deep
         raise corrupt(kind, root, f"{kind.card_file} is not valid JSON ({exc})") from exc
     if not isinstance(card, dict) or card.get("format") != kind.format:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__

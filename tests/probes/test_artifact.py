@@ -1,5 +1,7 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,4 +101,42 @@ def test_weights_that_disagree_with_the_card_are_refused(tmp_path: Path) -> None
     card["model"]["d_model"] = 64
     (tmp_path / "p" / "card.json").write_text(json.dumps(card))
     with pytest.raises(ProbewatchError, match="do not match the card"):
+        load_probe(tmp_path / "p")
+
+
+def _edit_card(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    card = json.loads((path / "card.json").read_text())
+    edit(card)
+    (path / "card.json").write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda c: c.pop("site"), "no site"),
+        (lambda c: c["model"].pop("fingerprint"), "model.fingerprint"),
+        (lambda c: c["model"].update(d_model="x"), "model.d_model"),
+        (lambda c: c.update(config=[1]), "config"),
+    ],
+)
+def test_cards_missing_what_readers_need_are_refused(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    """`probewatch eval` on these printed a KeyError traceback (issue 14)."""
+    save_probe(probe_artifact(tiny_model()), tmp_path / "p")
+    _edit_card(tmp_path / "p", edit)
+    with pytest.raises(ProbewatchError, match=fragment):
+        load_probe(tmp_path / "p")
+
+
+def test_nan_weights_are_refused(tmp_path: Path) -> None:
+    """They scored as "AUROC nan" with exit code 0 (issue 14)."""
+    from safetensors.torch import load_file, save_file
+
+    save_probe(probe_artifact(tiny_model()), tmp_path / "p")
+    tensors = load_file(str(tmp_path / "p" / "weights.safetensors"))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone().fill_(float("nan"))
+    save_file(tensors, str(tmp_path / "p" / "weights.safetensors"))
+    with pytest.raises(ProbewatchError, match="NaN or infinite"):
         load_probe(tmp_path / "p")

@@ -93,16 +93,34 @@ def load_probe(
     kind = card.get("kind")
     if kind not in PROBE_KINDS:
         raise corrupt(PROBE, root, f"unknown probe kind {kind!r}")
+    _check_card_fields(root, card)
     try:
         probe = PROBE_KINDS[kind].from_state(tensors, card.get("config", {}))
-        d_model = int(card["model"]["d_model"])
-        probe.score(torch.zeros(1, d_model))  # shapes agree with the card
-    except (KeyError, TypeError, RuntimeError) as exc:
+        probe.score(torch.zeros(1, card["model"]["d_model"]))  # shapes agree with the card
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise corrupt(PROBE, root, f"weights do not match the card ({exc})") from exc
     artifact = ProbeArtifact(probe, card, root)
     if model is not None:
         check_model(artifact, model, allow_model_mismatch)
     return artifact
+
+
+def _check_card_fields(root: Path, card: dict[str, Any]) -> None:
+    """The fields every reader of a card relies on, with their types: a clear refusal here
+    instead of a KeyError in whatever reads them later."""
+    if not isinstance(card.get("site"), str) or not card["site"]:
+        raise corrupt(PROBE, root, "the card has no site (a string such as 'resid.12')")
+    model = card.get("model")
+    if not isinstance(model, dict):
+        raise corrupt(PROBE, root, "the card has no model section (name, fingerprint, d_model)")
+    for key in ("name", "fingerprint"):
+        if not isinstance(model.get(key), str):
+            raise corrupt(PROBE, root, f"the card's model.{key} is missing or not a string")
+    d_model = model.get("d_model")
+    if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model < 1:
+        raise corrupt(PROBE, root, "the card's model.d_model is missing or not a positive integer")
+    if not isinstance(card.get("config", {}), dict):
+        raise corrupt(PROBE, root, "the card's config is not an object")
 
 
 def check_model(artifact: ProbeArtifact, model: LoadedModel, allow_mismatch: bool) -> None:

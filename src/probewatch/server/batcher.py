@@ -78,6 +78,8 @@ class HFBatcher(Engine):
         self.settings = settings or BatchSettings()
         self.stats = EngineStats()
         self._monitor = Monitor(loaded, list(probes))
+        vocab = loaded.tokenizer.get_vocab()
+        self._longest_token = max((len(t) for t in vocab), default=1) + 1
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._held: Job | None = None
         self._active: dict[str, Job] = {}
@@ -102,7 +104,12 @@ class HFBatcher(Engine):
         with self._lock:
             self._monitor = monitor
 
-    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    def prompt_tokens(self, messages: list[dict[str, str]], limit: int) -> int:
+        # No token decodes to more characters than its vocabulary entry has, so a prompt of
+        # more than limit x longest characters is over the limit: say so without tokenizing
+        # it (a 900 KB prompt would hold the interpreter for seconds).
+        if sum(len(m["content"]) for m in messages) > limit * self._longest_token:
+            return limit + 1
         with self._lock:
             monitor = self._monitor
         return monitor.prompt_length(messages)

@@ -106,9 +106,10 @@ class Engine(ABC):
         """Monitor with these probes from the next request on (uploads and deletes)."""
 
     @abstractmethod
-    def prompt_tokens(self, messages: list[Message]) -> int:
+    def prompt_tokens(self, messages: list[Message], limit: int) -> int:
         """Length of the prompt this engine would feed for `messages` (the routes call it off
-        the event loop, before the request may join a batch)."""
+        the event loop, before the request may join a batch). May stop counting once the
+        prompt is surely over `limit`, and return any number above it."""
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Delivery, None]:

@@ -27,6 +27,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.monitor import MonitoredProbe, ProbeBank
 from probewatch.paths import clean_stale_scratch, scratch_prefix
 from probewatch.probes.artifact import CARD, WEIGHTS, load_probe
+from probewatch.server.schemas import ProbeInfo
 from probewatch.sites import layer_list, parse_site, resolve_module
 from probewatch.steer.directions import load_vector
 
@@ -53,6 +54,7 @@ def usable_probe(name: str, path: Path, loaded: LoadedModel) -> MonitoredProbe:
         probe = MonitoredProbe.from_artifact(name, artifact)
         _check_monitor_settings(probe)
         _check_scores(probe, loaded)
+        ProbeInfo.model_validate(probe.describe())  # what GET /v1/probes will list
     except ProbewatchError as exc:
         raise ProbewatchError(_scrub(exc.message, path, name), hint=exc.hint) from exc
     except Exception as exc:  # a malformed card can fail anywhere: it is the card's fault
@@ -72,6 +74,33 @@ def _check_card_file(path: Path) -> None:
         raise ProbewatchError("the card is not valid JSON", hint="upload card.json") from exc
     if _depth(card) > MAX_CARD_DEPTH:
         raise ProbewatchError(f"the card is nested deeper than {MAX_CARD_DEPTH} levels")
+    if isinstance(card, dict):
+        _check_monitor_card(card)
+
+
+def _check_monitor_card(card: dict[str, Any]) -> None:
+    """The card sections only the monitor reads, with their types and finite values."""
+    threshold = card.get("threshold")
+    if threshold is not None:
+        if not isinstance(threshold, dict):
+            raise ProbewatchError('the card\'s threshold must be an object {"value": number}')
+        if threshold.get("value") is not None and not _finite(threshold["value"]):
+            raise ProbewatchError("the card's threshold.value must be a finite number")
+    calibration = card.get("calibration")
+    if calibration is not None:
+        if not isinstance(calibration, dict):
+            raise ProbewatchError('the card\'s calibration must be an object {"a": .., "b": ..}')
+        for key in ("a", "b"):
+            if key in calibration and not _finite(calibration[key]):
+                raise ProbewatchError(f"the card's calibration.{key} must be a finite number")
+    for section in ("monitor", "aggregator", "metrics", "dataset"):
+        if card.get(section) is not None and not isinstance(card[section], dict):
+            raise ProbewatchError(f"the card's {section} must be an object")
+    monitor = card.get("monitor") or {}
+    if monitor.get("aggregator") is not None and not isinstance(monitor["aggregator"], dict):
+        raise ProbewatchError("the card's monitor.aggregator must be an object")
+    if monitor.get("scope", "response") not in ("prompt", "response"):
+        raise ProbewatchError("the card's monitor.scope must be 'prompt' or 'response'")
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -7,6 +7,7 @@ get 503, and streams in flight send no further text. It recovers by itself once 
 succeeds again.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -104,10 +105,12 @@ class ServerState:
         return self.parts
 
     def require_log(self) -> None:
-        """503 while the event log cannot be written (an answer would not be recorded)."""
-        if self.degraded is None:
-            return
+        """503 while the event log cannot be written (an answer would not be recorded). When
+        the log has not been written for a while, a test write finds out before any text is
+        sent (a disk that filled up meanwhile)."""
         now = time.monotonic()
+        if self.degraded is None and now - self._checked_at < RECHECK_S:
+            return
         if now - self._checked_at >= RECHECK_S:
             self._checked_at = now
             try:
@@ -115,15 +118,20 @@ class ServerState:
             except ProbewatchError as exc:
                 self.degraded = exc.message
             else:
-                log.warning("event log writable again; serving")
+                if self.degraded is not None:
+                    log.warning("event log writable again; serving")
                 self.degraded = None
                 return
+        if self.degraded is None:
+            return
         raise ApiError(503, f"the event log cannot be written: {self.degraded}", "unavailable")
 
     def record(self, event: dict[str, Any]) -> str:
         """Commit one event; on failure degrade the server and raise 503."""
         try:
-            return self.events.record(event)
+            event_id = self.events.record(event)
+            self._checked_at = time.monotonic()  # a commit is as good as a test write
+            return event_id
         except ProbewatchError as exc:
             self.degraded = exc.message
             self._checked_at = time.monotonic()
@@ -134,6 +142,8 @@ class ServerState:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         if self.parts is not None:
+            with contextlib.suppress(ApiError):
+                self.require_log()  # so /health also notices a full disk, and recovery
             if self.degraded is not None:
                 return 503, {"status": "degraded", "error": self.degraded}
             return 200, {"status": "ok"}

@@ -68,7 +68,7 @@ async def chat(
     state: Annotated[ServerState, Depends(server_state)],
 ) -> Any:
     parts = state.require_ready()
-    state.require_log()
+    await asyncio.to_thread(state.require_log)
     relay = Relay(state, parts, body, await prepare(body, parts, state))
     if body.stream:
         return StreamingResponse(
@@ -106,7 +106,9 @@ async def prepare(body: ChatRequest, parts: Ready, state: ServerState) -> Genera
         steering = SteeringChoice(vector, strength, additions)
     messages = [m.model_dump() for m in body.messages]
     try:
-        n_prompt = await asyncio.to_thread(parts.engine.prompt_tokens, messages)
+        n_prompt = await asyncio.to_thread(
+            parts.engine.prompt_tokens, messages, config.max_prompt_tokens
+        )
     except ProbewatchError:
         raise
     except Exception as exc:  # a chat template that refuses this conversation
@@ -114,8 +116,7 @@ async def prepare(body: ChatRequest, parts: Ready, state: ServerState) -> Genera
     if n_prompt > config.max_prompt_tokens:
         raise ApiError(
             400,
-            f"the prompt is {n_prompt} tokens, over this server's limit of "
-            f"{config.max_prompt_tokens}",
+            f"the prompt is more than {config.max_prompt_tokens} tokens, this server's limit",
         )
     return GenerationRequest(
         request_id=f"chatcmpl-{uuid.uuid4().hex}",

@@ -1,5 +1,6 @@
 """`/health`, `/v1/models` and the dashboard page."""
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,7 @@ router = APIRouter()
     tags=["meta"],
 )
 async def health(state: Annotated[ServerState, Depends(server_state)]) -> JSONResponse:
-    status, body = state.health()
+    status, body = await asyncio.to_thread(state.health)
     return JSONResponse(Health(**body).model_dump(exclude_none=True), status_code=status)
 
 
