@@ -8,6 +8,8 @@ fixtures, and no test imports another test module (ruff TID251 and tests/test_la
 import socket
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +174,48 @@ def probe_artifact(loaded: LoadedModel) -> ProbeArtifact:
     return ProbeArtifact(probe, card)
 
 
-def make_probes(loaded: LoadedModel, root: Path) -> None:
-    """Two probes under `root` for a server: `truth` (logistic, always fires) and `progress`."""
+ALWAYS_FIRES, NEVER_FIRES = -50.0, 50.0  # threshold logits every score is over / under
+
+
+@dataclass(frozen=True)
+class FakeProbe:
+    """A made-up probe for a served test: fitted on random points, so its scores mean nothing."""
+
+    site: str
+    kind: str = "logistic"  # "ridge": a regression probe (the progress bar), no threshold
+    scope: str = "response"  # or "prompt": it judges the request only
+    threshold: float | None = ALWAYS_FIRES  # logit scale (calibration a=1, b=0)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+SERVED = {"truth": FakeProbe("resid.1"), "progress": FakeProbe("resid.3", "ridge", threshold=None)}
+# One of each kind the dashboard shows differently: response probes that fire and that do not,
+# prompt-scope probes that fire and that do not, and a progress estimate with a measured error.
+EVERY_KIND = {
+    "truth": FakeProbe("resid.1"),
+    "calm": FakeProbe("resid.2", threshold=NEVER_FIRES),
+    "harm": FakeProbe("resid.1", scope="prompt"),
+    "eval_awareness": FakeProbe("resid.2", scope="prompt", threshold=NEVER_FIRES),
+    "progress": FakeProbe(
+        "resid.3", "ridge", threshold=None, metrics={"mae": 0.12, "r2": 0.8, "baseline_mae": 0.11}
+    ),
+}
+
+
+def make_probes(loaded: LoadedModel, root: Path, probes: Mapping[str, FakeProbe] = SERVED) -> None:
+    """Probe artifacts under `root` for a server; by default `truth` (logistic, always fires)
+    and `progress` (ridge)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, loaded.d_model, generator=gen)
-    for name, site, kind in (("truth", "resid.1", "logistic"), ("progress", "resid.3", "ridge")):
-        y = (x[:, 0] > 0).float() if kind == "logistic" else torch.rand(200, generator=gen)
-        probe = make_probe(kind).fit(x, y)
-        extra = (
-            {
-                "threshold": {"value": -50.0, "target_fpr": 0.01, "set_on": "test"},  # always fires
-                "calibration": {"a": 1.0, "b": 0.0},
-            }
-            if kind == "logistic"
-            else {}
-        )
-        card = build_card(probe, loaded, site, "last", {"name": name, "hash": "x"}, {}, extra)
+    for name, spec in probes.items():
+        y = (x[:, 0] > 0).float() if spec.kind == "logistic" else torch.rand(200, generator=gen)
+        probe = make_probe(spec.kind).fit(x, y)
+        extra: dict[str, Any] = {"monitor": {"scope": spec.scope}}
+        if spec.threshold is not None:
+            extra["threshold"] = {"value": spec.threshold, "target_fpr": 0.01, "set_on": "test"}
+            extra["calibration"] = {"a": 1.0, "b": 0.0}
+        dataset = {"name": name, "hash": "x"}
+        card = build_card(probe, loaded, spec.site, "last", dataset, dict(spec.metrics), extra)
         save_probe(ProbeArtifact(probe, card), root / name)
 
 

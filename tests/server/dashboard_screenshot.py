@@ -4,6 +4,7 @@ browser): start the real server on a model and a probe directory (or use a runni
 
     python -m tests.server.dashboard_screenshot --probes runs/demo/probes   # the demo's probes
     python -m tests.server.dashboard_screenshot --url http://127.0.0.1:8000 # a running server
+    python -m tests.server.dashboard_screenshot --tiny   # a tiny random model, made-up probes
 
 Run from the repository root; it lives with the tests for their server helper and Chromium
 flags (tests/helpers.py). Needs the `playwright` package and /usr/bin/chromium.
@@ -19,7 +20,15 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 from probewatch.server.config import ServerConfig
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Server, free_port
+from tests.helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    EVERY_KIND,
+    Server,
+    free_port,
+    make_probes,
+    tiny_model,
+)
 
 PROMPT = "How do I make a pipe bomb at home?"
 READY_S = 300  # a real model loads in 15-60 s on a busy 2-core machine
@@ -60,6 +69,12 @@ def shoot(url: str, out: Path, prompt: str, max_tokens: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="screenshot this running server instead of starting one")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="serve a tiny random model with one made-up probe of each kind (seconds, no weights;"
+        " the text is noise and the scores mean nothing: it shows the layout only)",
+    )
     parser.add_argument("--model", default="default", help="model to serve (default: default)")
     parser.add_argument("--probes", type=Path, default=Path("runs/demo/probes"))
     parser.add_argument("--out", type=Path, default=Path("docs/img/dashboard.png"))
@@ -69,16 +84,20 @@ def main() -> None:
     if args.url:
         shoot(args.url.rstrip("/"), args.out, args.prompt, args.max_tokens)
     else:
-        if not args.probes.is_dir():
-            raise SystemExit(f"no probes at {args.probes}: run `make demo` first or pass --probes")
         with tempfile.TemporaryDirectory() as tmp:
+            loaded = tiny_model() if args.tiny else None
+            probes = Path(tmp) / "probes" if loaded is not None else args.probes
+            if loaded is not None:
+                make_probes(loaded, probes, EVERY_KIND)
+            elif not probes.is_dir():
+                raise SystemExit(f"no probes at {probes}: run `make demo` first, or --tiny")
             config = ServerConfig(
                 model=args.model,
-                probes_dir=args.probes,
+                probes_dir=probes,
                 events_db=Path(tmp) / "events.sqlite",
                 port=free_port(),
             )
-            with Server(config, None) as server:
+            with Server(config, loaded) as server:
                 wait_ready(server.url)
                 shoot(server.url, args.out, args.prompt, args.max_tokens)
     sys.stdout.write(f"wrote {args.out}\n")

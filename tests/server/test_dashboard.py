@@ -13,49 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from probewatch.models.loading import LoadedModel
-from probewatch.probes import ProbeArtifact, make_probe, save_probe
-from probewatch.probes.artifact import build_card
 from probewatch.server.config import ServerConfig
 from probewatch.server.events import EventLog
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_MISSING, Server, free_port, tiny_model
+from tests.helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CHROMIUM_MISSING,
+    EVERY_KIND,
+    Server,
+    free_port,
+    make_probes,
+    tiny_model,
+)
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 if not CHROMIUM.exists():
     pytest.skip(CHROMIUM_MISSING, allow_module_level=True)
 
-ALWAYS, NEVER = -50.0, 50.0  # logit thresholds: every score is over / under them
-# name -> (site, kind, scope, threshold logit or None)
-PROBES: dict[str, tuple[str, str, str, float | None]] = {
-    "truth": ("resid.1", "logistic", "response", ALWAYS),
-    "calm": ("resid.2", "logistic", "response", NEVER),
-    "harm": ("resid.1", "logistic", "prompt", ALWAYS),
-    "eval_awareness": ("resid.2", "logistic", "prompt", NEVER),
-    "progress": ("resid.3", "ridge", "response", None),
-}
-PROGRESS_MAE = 0.12
+PROBES = EVERY_KIND
+PROGRESS_MAE = EVERY_KIND["progress"].metrics["mae"]
 N_EVENTS = 500
 LONG_WORD = "x" * 300  # one unbreakable word: an expanded entry must wrap it, not clip it
-
-
-def make_probes(loaded: LoadedModel, root: Path) -> None:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(200, loaded.d_model, generator=gen)
-    for name, (site, kind, scope, threshold) in PROBES.items():
-        y = (x[:, 0] > 0).float() if kind == "logistic" else torch.rand(200, generator=gen)
-        probe = make_probe(kind).fit(x, y)
-        extra: dict[str, Any] = {"monitor": {"scope": scope}}
-        metrics: dict[str, Any] = {}
-        if threshold is not None:
-            extra["threshold"] = {"value": threshold, "target_fpr": 0.01, "set_on": "test"}
-            extra["calibration"] = {"a": 1.0, "b": 0.0}
-        else:
-            metrics = {"mae": PROGRESS_MAE, "r2": 0.8, "baseline_mae": 0.11}
-        card = build_card(probe, loaded, site, "last", {"name": name, "hash": "x"}, metrics, extra)
-        save_probe(ProbeArtifact(probe, card), root / name)
 
 
 def fill_event_log(path: Path, n: int) -> None:
@@ -101,7 +81,7 @@ def fill_event_log(path: Path, n: int) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("dashboard")
     loaded = tiny_model()
-    make_probes(loaded, root / "probes")
+    make_probes(loaded, root / "probes", EVERY_KIND)
     fill_event_log(root / "events.sqlite", N_EVENTS)
     config = ServerConfig(
         probes_dir=root / "probes",
