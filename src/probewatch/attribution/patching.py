@@ -278,8 +278,11 @@ class SweepSpec:
     positions: tuple[int, ...] | None = None  # None: every position
     heads_by_position: bool = False
     rows_per_forward: int = 64  # patched rows per forward pass (memory vs speed)
+    only: tuple[Cell, ...] | None = None  # exactly these cells instead (e.g. AtP's checks)
 
     def cells(self, n_layers: int, n_heads: int, length: int) -> tuple[list[Cell], list[int]]:
+        if self.only is not None:
+            return list(self.only), sorted({p for cell in self.only for p in cell.positions})
         unknown = set(self.components) - set(COMPONENTS)
         if unknown:
             raise ProbewatchError(
