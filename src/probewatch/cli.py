@@ -115,17 +115,21 @@ def cmd_harvest(args: argparse.Namespace) -> None:
         model=loaded,
         limit=args.limit,
     )
-    store = harvest(
-        loaded,
-        dataset,
-        args.sites,
-        args.out,
-        positions=args.positions,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    options = {
+        "positions": args.positions,
+        "batch_size": args.batch_size,
+        "dtype": args.dtype,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+    if args.engine == "vllm":
+        from probewatch.config import EngineChoice
+        from probewatch.engines.vllm.harvest import harvest_vllm
+
+        choice = EngineChoice(engine="vllm", vllm_eager=args.vllm_eager)
+        store = harvest_vllm(loaded, dataset, args.out, {"sites": args.sites, **options}, choice)
+    else:
+        store = harvest(loaded, dataset, args.sites, args.out, **options)
     rows = sum(s["n_rows"] for s in store.manifest["shards"])
     print(f"stored {rows} rows x {len(store.sites)} sites in {store.path}")
 
@@ -463,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="docs/vllm.md")
+    p.add_argument("--vllm-eager", action="store_true", help="vLLM without torch.compile")
     _add_column_args(p)
     p.set_defaults(func=cmd_harvest)
 

@@ -25,6 +25,7 @@ Scope = Literal["prompt", "response"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 Mode = Literal["ablate", "add", "gated", "orthogonalize"]
 Method = Literal["mean_diff", "pca_diff"]
+Engine = Literal["hf", "vllm"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 METHODS: tuple[str, ...] = get_args(Method)
@@ -259,8 +260,38 @@ class EvalSpec(DataSource):
 
 
 @dataclass(kw_only=True)
-class HarvestSpec(DataSource):
-    """Stream the activations of a dataset to an on-disk store."""
+class EngineChoice:
+    """Which engine runs the model, and how a vLLM engine is built (docs/vllm.md). The vLLM
+    taps, probe columns and steerable layers shape its compiled graph: fixed at start."""
+
+    engine: Engine = "hf"
+    """hf (probewatch's own loop) or vllm (probes in-graph inside vLLM; `make setup-vllm`)"""
+    vllm_max_model_len: int = 2048
+    """vLLM: longest sequence (prompt + output), in tokens"""
+    vllm_max_num_seqs: int = 8
+    """vLLM: most requests in its running batch"""
+    vllm_kv_cache_gib: int = 1
+    """vLLM on CPU: KV cache reserved up front, in GiB (VLLM_CPU_KVCACHE_SPACE)"""
+    vllm_eager: bool = False
+    """vLLM: skip torch.compile (starts in a minute instead of several, runs slower)"""
+    vllm_sites: str = ""
+    """vLLM: sites tapped beyond the loaded probes' (for probes uploaded later), comma list"""
+    vllm_k_max: int = 16
+    """vLLM: fused probe columns, i.e. affine probes that can be loaded at once"""
+    vllm_tensor_parallel: int = 1
+    """vLLM: tensor-parallel ranks per engine"""
+    vllm_data_parallel: int = 1
+    """vLLM: engines (data parallel); each publishes its own scores"""
+
+    def _check_engine(self) -> None:
+        _choice(self.engine, get_args(Engine), "engine")
+        _at_least(self, 1, "vllm_max_model_len", "vllm_max_num_seqs", "vllm_kv_cache_gib")
+        _at_least(self, 1, "vllm_k_max", "vllm_tensor_parallel", "vllm_data_parallel")
+
+
+@dataclass(kw_only=True)
+class HarvestSpec(DataSource, EngineChoice):
+    """Stream the activations of a dataset to an on-disk store (with `engine`: through vLLM)."""
 
     out: Path
     """store directory (an interrupted run resumes)"""
@@ -282,6 +313,7 @@ class HarvestSpec(DataSource):
         _choice(self.dtype, get_args(Dtype), "dtype")
         _at_least(self, 1, "batch_size")
         _at_least(self, 0.001, "max_shard_mb")
+        self._check_engine()
 
 
 @dataclass(kw_only=True)
@@ -385,7 +417,7 @@ class RefusalDemoSpec(AuditSpec):
 
 
 @dataclass(kw_only=True)
-class ServerConfig(ModelChoice):
+class ServerConfig(ModelChoice, EngineChoice):
     """Settings of `probewatch serve` and `create_app`: every field is a flag."""
 
     probes_dir: Path = field(
@@ -432,6 +464,7 @@ class ServerConfig(ModelChoice):
         _at_least(self, 1, "max_body_bytes", "max_prompt_tokens", "max_output_tokens")
         _at_least(self, 1, "default_max_tokens", "max_batch")
         _at_least(self, 0, "batch_window_ms", "batch_idle_ms")
+        self._check_engine()
         if not 0 < self.port < 65536:
             raise ProbewatchError(f"port {self.port} is out of range", hint="use 1-65535")
 

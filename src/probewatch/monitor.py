@@ -284,6 +284,27 @@ class Monitor:
         device = self.loaded.device
         return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
 
+    def prompt_ids(self, conversation: Sequence[Message]) -> list[int]:
+        """The token ids `stream` feeds the model for this conversation (template applied)."""
+        return [int(t) for t in self._encode([conversation])[0][0].tolist()]
+
+    def new_row(self) -> "_RowState":
+        """The state `read_prompt` and `advance` update, for an engine that generates
+        elsewhere (engines.vllm) and scores through this monitor."""
+        return _RowState(self.probes)
+
+    def read_prompt(self, row: "_RowState", scores: torch.Tensor) -> "PromptStep":
+        """A row's raw prompt scores [n_probes] (last prompt position): prompt scores and
+        prompt-scope alerts, as `stream` yields them before the first token."""
+        return self._read_prompt(row, 0, scores)
+
+    def advance(
+        self, row: "_RowState", token_id: int, scores: torch.Tensor, last_step: bool
+    ) -> TokenStep:
+        """One token generated elsewhere, with the raw scores [n_probes] of the step that
+        consumed it: aggregates, alerts, and on the last step the verdicts."""
+        return self._advance(row, 0, token_id, scores, last_step)
+
     def prompt_length(self, conversation: Sequence[Message]) -> int:
         """Tokens `stream` feeds the model for this conversation (its rendered prompt)."""
         return int(self._encode([conversation])[0].shape[1])

@@ -12,6 +12,7 @@ atomically; so after an interruption the manifest lists only whole shards, and `
 continues from the first example not in one. Memory holds at most one shard's worth of rows.
 """
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -194,11 +195,14 @@ def harvest(
     dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
+    capture: Any = None,
 ) -> ActivationStore:
     """Capture `sites` at `positions` for every example of `dataset` into a store at `out`.
 
     Running it again with the same arguments after an interruption resumes; with different
     arguments it refuses (unless `overwrite`) rather than mixing incompatible activations.
+    `capture` is another engine's capture with ActivationCapture's interface (`site_names`,
+    `run(batch) -> Captured`), already started, e.g. `engines.vllm.harvest.VllmCapture`.
     """
     if dtype not in DTYPES:
         raise ProbewatchError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
@@ -207,7 +211,11 @@ def harvest(
     if not dataset.examples:
         raise ProbewatchError(f"dataset {dataset.name!r} has no examples")
     root = Path(out)
-    with ActivationCapture(loaded.model, sites, positions=positions) as capture:
+    with (
+        contextlib.nullcontext(capture)
+        if capture
+        else ActivationCapture(loaded.model, sites, positions=positions) as capture
+    ):
         spec = _spec(loaded, dataset, capture.site_names, positions, dtype)
         manifest = _start_or_resume(root, spec, overwrite)
         done = sum(shard["n_examples"] for shard in manifest["shards"])

@@ -1,0 +1,229 @@
+"""`serve --engine vllm` on the real default model: one compiled vLLM engine behind the
+FastAPI app, checked against the HF Monitor (same probes, same greedy tokens).
+
+Runs in .venv-vllm (`make test-vllm`); elsewhere the module skips, saying why."""
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed: `make test-vllm` builds .venv-vllm")
+
+import itertools
+
+import httpx
+import openai
+import uvicorn
+
+from probewatch.capture import ActivationCapture
+from probewatch.engines.vllm.settings import VllmSettings
+from probewatch.models import load_model
+from probewatch.models.loading import LoadedModel
+from probewatch.monitor import Monitor
+from probewatch.probes import make_probe
+from probewatch.probes.artifact import ProbeArtifact, build_card, load_probe, save_probe
+from probewatch.server.app import create_app
+from probewatch.server.config import ServerConfig
+from probewatch.steer.directions import from_probe, load_vector, save_vector
+from probewatch.tokens import encode
+
+pytestmark = pytest.mark.real
+TOKENS = 12
+TOLERANCE = 5e-3
+CHATS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Name three colours of the rainbow."}],
+    [{"role": "user", "content": "How do rivers form?"}],
+    [{"role": "user", "content": "Write one sentence about cats."}],
+]
+TEXTS = [
+    "The city of Paris is in France.",
+    "Rivers carry water from the mountains to the sea.",
+    "My favourite colour is a deep shade of blue.",
+    "How do I bake a loaf of bread at home?",
+    "The quick brown fox jumps over the lazy dog.",
+    "Tell me how to pick a lock without a key.",
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _probes(loaded: LoadedModel, root: Path) -> None:
+    """Probes fitted on the model's own activations (so their logits are of ordinary size):
+    three logistic ones on three sites, an MLP one (not affine: scored from extracted rows),
+    a prompt-scope one that always fires, and a vector at resid.10 made from a probe."""
+    sites = ["resid.8", "resid.10", "resid.16", "resid.24"]
+    with ActivationCapture(loaded.model, sites, positions="all") as capture:
+        acts = capture.run(encode(loaded.tokenizer, TEXTS)).acts
+    gen = torch.Generator().manual_seed(0)
+    labels = (torch.rand(acts["resid.8"].shape[0], generator=gen) > 0.5).float()
+    specs = [
+        ("p8", "resid.8", "logistic", {}),
+        ("p16", "resid.16", "logistic", {}),
+        ("p24", "resid.24", "logistic", {}),
+        ("m16", "resid.16", "mlp", {}),
+        (
+            "harm",
+            "resid.8",
+            "logistic",
+            {"threshold": {"value": -50.0}, "monitor": {"scope": "prompt"}},
+        ),
+    ]
+    for name, site, kind, extra in specs:
+        config = {"max_epochs": 5, "hidden": 16} if kind == "mlp" else {"c": 0.01}
+        probe = make_probe(kind, **config).fit(acts[site], labels)
+        card = build_card(probe, loaded, site, "all", {"name": name, "hash": "x"}, {}, extra)
+        save_probe(ProbeArtifact(probe, card), root / "probes" / name)
+    steer = make_probe("logistic", c=0.01).fit(acts["resid.10"], labels)
+    card = build_card(steer, loaded, "resid.10", "all", {"name": "v", "hash": "x"}, {})
+    save_vector(from_probe(ProbeArtifact(steer, card), loaded), root / "vectors" / "v")
+
+
+class _Server:
+    def __init__(self, config: ServerConfig, loaded: LoadedModel) -> None:
+        self.url = f"http://127.0.0.1:{config.port}"
+        app = create_app(config, loaded)
+        self.server = uvicorn.Server(uvicorn.Config(app, port=config.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "_Server":
+        self.thread.start()
+        deadline = time.time() + 1200  # compiling on a busy 2-core machine takes minutes
+        while True:
+            try:
+                health = httpx.get(self.url + "/health")
+                if health.status_code == 200:
+                    return self
+                assert "error" not in health.json(), health.json()
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "the vLLM engine never became ready"
+            time.sleep(0.5)
+
+    def __exit__(self, *args: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("vllm")
+    loaded = load_model("default")
+    _probes(loaded, root)
+    config = ServerConfig(
+        probes_dir=root / "probes",
+        vectors_dir=root / "vectors",
+        events_db=root / "events.sqlite",
+        port=_free_port(),
+        engine="vllm",
+        vllm_max_model_len=512,
+    )
+    with _Server(config, loaded) as server:
+        yield {"url": server.url, "loaded": loaded, "root": root}
+
+
+def _hf_monitor(served: dict[str, Any]) -> Monitor:
+    loaded = served["loaded"]
+    paths = sorted((served["root"] / "probes").iterdir())
+    return Monitor(loaded, [load_probe(p, loaded) for p in paths])
+
+
+def _stream(url: str, body: dict[str, Any], delay: float, out: dict[str, Any]) -> None:
+    """One streaming request (after `delay` s); keeps every chunk and when it arrived."""
+    time.sleep(delay)
+    chunks = []
+    payload = {"model": "default", "max_tokens": TOKENS, "stream": True, **body}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=payload, timeout=600) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append((time.monotonic(), json.loads(line[6:])))
+    out["chunks"] = chunks
+
+
+def _run_concurrently(url: str, bodies: list[dict[str, Any]], stagger: float) -> list[Any]:
+    results: list[dict[str, Any]] = [{} for _ in bodies]
+    threads = [
+        threading.Thread(target=_stream, args=(url, body, i * stagger, results[i]))
+        for i, body in enumerate(bodies)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=900)
+    return [r["chunks"] for r in results]
+
+
+def _tokens(chunks: list[Any]) -> list[dict[str, Any]]:
+    return [c["probewatch"] for _, c in chunks if "token_index" in c.get("probewatch", {})]
+
+
+def test_scores_equal_the_hf_monitor_for_four_requests_joining_a_running_batch(
+    served: dict[str, Any],
+) -> None:
+    streams = _run_concurrently(served["url"], [{"messages": c} for c in CHATS], stagger=0.4)
+    # Each request joined while the one before it was still generating (continuous batching).
+    for before, after in itertools.pairwise(streams):
+        assert after[1][0] < before[-1][0]
+    monitor = _hf_monitor(served)
+    for chat, chunks in zip(CHATS, streams, strict=True):
+        expected = monitor.generate([chat], max_new_tokens=TOKENS)[0]
+        got = _tokens(chunks)
+        # Every streamed token has every probe's score, the last one included.
+        assert [t["token"] for t in got] == [s.text for s in expected.tokens]
+        assert all(set(t["scores"]) == {p.name for p in monitor.probes} for t in got)
+        for token, step in zip(got, expected.tokens, strict=True):
+            for name, value in step.scores.items():
+                assert abs(token["scores"][name] - value) <= TOLERANCE, (name, token["token"])
+        final = chunks[-1][1]["probewatch"]
+        for name, value in expected.prompt_scores.items():
+            assert abs(final["prompt_scores"][name] - value) <= TOLERANCE
+        # The prompt-scope alert was raised on the prompt, before any token: it travels
+        # with the first token chunk, token_index -1, as on the HF engine.
+        assert [a["token_index"] for a in got[0]["alerts"] if a["probe"] == "harm"] == [-1]
+        assert final["verdicts"]["harm"]["first_alert_token"] == -1
+
+
+def test_one_request_steered_the_others_unchanged(served: dict[str, Any]) -> None:
+    chats = CHATS[:3]
+    bodies: list[dict[str, Any]] = [{"messages": c} for c in chats]
+    bodies[1]["steering"] = {"vector": "v", "strength": 8.0}
+    streams = _run_concurrently(served["url"], bodies, stagger=0.0)
+    texts = ["".join(t["token"] for t in _tokens(s)) for s in streams]
+    loaded = served["loaded"]
+    monitor = _hf_monitor(served)
+    plain = [monitor.generate([c], max_new_tokens=TOKENS)[0].text for c in chats]
+    vector = load_vector(served["root"] / "vectors" / "v", loaded).vectors["resid.10"]
+    steered = monitor.generate(
+        [chats[1]], max_new_tokens=TOKENS, steering=[("resid.10", vector, 8.0)]
+    )
+    assert texts[0] == plain[0] and texts[2] == plain[2]
+    assert texts[1] == steered[0].text != plain[1]
+
+
+def test_the_openai_client_streams_per_token_scores(served: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=served["url"] + "/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="default",
+        messages=CHATS[0],
+        max_tokens=6,
+        stream=True,  # type: ignore[arg-type]
+    )
+    extras = [chunk.model_extra["probewatch"] for chunk in stream if chunk.model_extra]
+    scored = [e for e in extras if "scores" in e]
+    assert len(scored) == 6
+    assert all(0.0 <= v <= 1.0 for e in scored for v in e["scores"].values())
+    assert extras[-1]["event_id"]
+    reply = client.chat.completions.create(model="default", messages=CHATS[0], max_tokens=6)  # type: ignore[arg-type]
+    assert len(reply.model_extra["probewatch"]["tokens"]) == 6  # type: ignore[index]
