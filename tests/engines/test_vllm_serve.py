@@ -22,7 +22,6 @@ import openai
 import uvicorn
 
 from probewatch.capture import ActivationCapture
-from probewatch.engines.vllm.settings import VllmSettings
 from probewatch.models import load_model
 from probewatch.models.loading import LoadedModel
 from probewatch.monitor import Monitor

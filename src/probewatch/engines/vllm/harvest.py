@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from probewatch.capture import Captured, select_positions
+from probewatch.config import EngineChoice
 from probewatch.data.base import Dataset
 from probewatch.engines.vllm import check_vllm_version
-from probewatch.config import EngineChoice
 from probewatch.engines.vllm.engine import engine_args, setup_environment
 from probewatch.engines.vllm.layout import EXTRA_ARGS_KEY, Layout
 from probewatch.engines.vllm.transport import ScoreCollector
