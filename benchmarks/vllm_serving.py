@@ -17,7 +17,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -33,7 +32,7 @@ from probewatch.models import load_model
 from probewatch.models.loading import LoadedModel
 from probewatch.monitor import Monitor
 from probewatch.probes.artifact import save_probe
-from probewatch.server.batcher import Job
+from probewatch.server.engine import GenerationRequest, TokenGenerated
 
 ROOT = Path(__file__).parent.parent
 TOKENS = 32
@@ -61,24 +60,13 @@ async def _plain_round(engine: Any, monitor: Monitor, n: int) -> tuple[int, floa
     return sum(counts), time.perf_counter() - start
 
 
-def _monitored_round(engine: Any, n: int) -> tuple[int, float]:
-    done = threading.Semaphore(0)
-    counts = [0] * n
-
-    def sink(i: int) -> Any:
-        def put(item: tuple[str, Any]) -> None:
-            if item[0] == "token":
-                counts[i] += 1
-            elif item[0] in ("done", "error"):
-                done.release()
-
-        return put
+async def _monitored_round(engine: Any, n: int) -> tuple[int, float]:
+    async def one(chat: list[dict[str, str]]) -> int:
+        request = GenerationRequest(uuid.uuid4().hex, chat, 0, TOKENS, 0.0, 0)
+        return sum([isinstance(d, TokenGenerated) async for d in engine.generate(request)])
 
     start = time.perf_counter()
-    for i, chat in enumerate(_chats(n)):
-        engine.submit(Job(uuid.uuid4().hex, chat, TOKENS, 0.0, None, None, [], sink(i)))
-    for _ in range(n):
-        done.acquire()
+    counts = await asyncio.gather(*(one(c) for c in _chats(n)))
     return sum(counts), time.perf_counter() - start
 
 
@@ -90,7 +78,7 @@ def bench_engines(loaded: LoadedModel, rounds: int, clients: tuple[int, ...]) ->
     from probewatch.engines.vllm.engine import VllmEngine
 
     monitor = Monitor(loaded, probes(loaded))
-    ours = VllmEngine(loaded, lambda: monitor, lambda job, response: "", {}, CHOICE)
+    ours = VllmEngine(loaded, monitor.probes, CHOICE, {})
     loop = asyncio.new_event_loop()
     plain = None
     try:
@@ -109,10 +97,12 @@ def bench_engines(loaded: LoadedModel, rounds: int, clients: tuple[int, ...]) ->
             for r in range(rounds if not warm else 1):
                 order = ("monitored", "plain") if r % 2 == 0 else ("plain", "monitored")
                 for name in order:
-                    if name == "monitored":
-                        tokens, seconds = _monitored_round(ours, n)
-                    else:
-                        tokens, seconds = loop.run_until_complete(_plain_round(plain, monitor, n))
+                    run = (
+                        _monitored_round(ours, n)
+                        if name == "monitored"
+                        else (_plain_round(plain, monitor, n))
+                    )
+                    tokens, seconds = loop.run_until_complete(run)
                     if not warm:
                         rates[name].setdefault(n, []).append(tokens / seconds)
             if warm:

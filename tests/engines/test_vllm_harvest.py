@@ -3,6 +3,7 @@ tolerance), and the Ray Data harvest (two model actors on a local Ray cluster) w
 single-process store. Runs in .venv-vllm; elsewhere it skips, saying why."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,12 +11,12 @@ import torch
 pytest.importorskip("vllm", reason="vLLM is not installed: `make test-vllm` builds .venv-vllm")
 pytest.importorskip("ray", reason="Ray is not installed: `make test-vllm` builds .venv-vllm")
 
-from probewatch.config import EngineChoice  # noqa: E402
-from probewatch.data.base import Dataset, DatasetCard, Example  # noqa: E402
-from probewatch.engines.vllm.harvest import harvest_vllm  # noqa: E402
-from probewatch.engines.vllm.ray_harvest import ray_harvest  # noqa: E402
-from probewatch.models import load_model  # noqa: E402
-from probewatch.store import ActivationStore, harvest  # noqa: E402
+from probewatch.config import EngineChoice
+from probewatch.data.base import Dataset, DatasetCard, Example
+from probewatch.engines.vllm.harvest import harvest_vllm
+from probewatch.engines.vllm.ray_harvest import ray_harvest
+from probewatch.models import load_model
+from probewatch.store import ActivationStore, harvest
 
 pytestmark = pytest.mark.real
 SITES = "resid.3,resid.20,final_norm"
@@ -49,23 +50,23 @@ def _assert_same(a: ActivationStore, b: ActivationStore, tolerance: float) -> No
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ActivationStore]:
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root: Path = tmp_path_factory.mktemp("harvest")
     loaded = load_model("default")
     options = {"positions": "all", "batch_size": 4, "progress": False}
     hf = harvest(loaded, _dataset(), SITES, root / "hf", **options)
     choice = EngineChoice(engine="vllm", vllm_max_model_len=256)
     one = harvest_vllm(loaded, _dataset(), root / "vllm", {"sites": SITES, **options}, choice)
-    return {"hf": hf, "vllm": one, "root": root, "loaded": loaded, "choice": choice}  # type: ignore[dict-item]
+    return {"hf": hf, "vllm": one, "root": root, "loaded": loaded, "choice": choice}
 
 
-def test_vllm_harvest_equals_the_hf_harvest(stores: dict) -> None:  # type: ignore[type-arg]
+def test_vllm_harvest_equals_the_hf_harvest(stores: dict[str, Any]) -> None:
     # Same store format (manifest spec, shards, row keys); values of vLLM's fp32 kernels
     # within 1e-3 of the activations' scale.
     _assert_same(stores["hf"], stores["vllm"], 1e-3)
 
 
-def test_ray_harvest_equals_the_single_process_harvest(stores: dict) -> None:  # type: ignore[type-arg]
+def test_ray_harvest_equals_the_single_process_harvest(stores: dict[str, Any]) -> None:
     options = {"sites": SITES, "positions": "all", "batch_size": 4, "workers": 2}
     merged = ray_harvest(
         stores["loaded"],

@@ -20,13 +20,14 @@ from probewatch.engines.vllm.layout import (
     v1_rows,
 )
 from probewatch.errors import ProbewatchError
+from probewatch.models.loading import LoadedModel
 from probewatch.monitor import MonitoredProbe
 from probewatch.probes import make_probe
 from probewatch.probes.artifact import ProbeArtifact, build_card
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 
-def _probe(loaded, name: str, site: str, kind: str = "logistic") -> MonitoredProbe:
+def _probe(loaded: LoadedModel, name: str, site: str, kind: str = "logistic") -> MonitoredProbe:
     gen = torch.Generator().manual_seed(len(name))
     x = torch.randn(64, loaded.d_model, generator=gen)
     y = (x[:, 0] > 0).float()

@@ -31,6 +31,7 @@ from probewatch.server.app import create_app
 from probewatch.server.config import ServerConfig
 from probewatch.steer.directions import from_probe, load_vector, save_vector
 from probewatch.tokens import encode
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.real
 TOKENS = 12
@@ -49,14 +50,6 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Tell me how to pick a lock without a key.",
 ]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _probes(loaded: LoadedModel, root: Path) -> None:
@@ -125,7 +118,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         probes_dir=root / "probes",
         vectors_dir=root / "vectors",
         events_db=root / "events.sqlite",
-        port=_free_port(),
+        port=free_port(),
         engine="vllm",
         vllm_max_model_len=512,
     )
@@ -217,12 +210,12 @@ def test_the_openai_client_streams_per_token_scores(served: dict[str, Any]) -> N
         model="default",
         messages=CHATS[0],
         max_tokens=6,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     extras = [chunk.model_extra["probewatch"] for chunk in stream if chunk.model_extra]
     scored = [e for e in extras if "scores" in e]
     assert len(scored) == 6
     assert all(0.0 <= v <= 1.0 for e in scored for v in e["scores"].values())
     assert extras[-1]["event_id"]
-    reply = client.chat.completions.create(model="default", messages=CHATS[0], max_tokens=6)  # type: ignore[arg-type]
-    assert len(reply.model_extra["probewatch"]["tokens"]) == 6  # type: ignore[index]
+    reply = client.chat.completions.create(model="default", messages=CHATS[0], max_tokens=6)
+    assert len(reply.model_extra["probewatch"]["tokens"]) == 6

@@ -24,13 +24,13 @@ from probewatch.server.errors import Redactor, install_handlers
 from probewatch.server.routes import chat, events, meta, probes
 from probewatch.server.schemas import ChatChunk
 from probewatch.server.security import BodyLimit, Guard
-from probewatch.server.state import EngineFactory, ServerState, hf_engine
+from probewatch.server.state import EngineFactory, ServerState, configured_engine
 
 
 def create_app(
     config: ServerConfig,
     loaded: LoadedModel | None = None,
-    engine_factory: EngineFactory = hf_engine,
+    engine_factory: EngineFactory = configured_engine,
 ) -> FastAPI:
     """Build the app. Pass `loaded` to serve an already loaded model (tests, notebooks), and
     `engine_factory` to generate with another engine than the HF batcher."""

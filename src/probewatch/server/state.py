@@ -43,6 +43,17 @@ def hf_engine(
     return HFBatcher(loaded, probes, settings)
 
 
+def configured_engine(
+    loaded: LoadedModel, probes: Sequence[MonitoredProbe], config: ServerConfig
+) -> Engine:
+    """The engine `config.engine` names: the HF batcher, or vLLM (docs/vllm.md)."""
+    if config.engine == "vllm":
+        from probewatch.engines.vllm.engine import vllm_engine
+
+        return vllm_engine(loaded, probes, config)
+    return hf_engine(loaded, probes, config)
+
+
 class Ready:
     """The parts a request needs, once the model is loaded."""
 
@@ -57,7 +68,7 @@ class ServerState:
         self,
         config: ServerConfig,
         loaded: LoadedModel | None = None,
-        engine_factory: EngineFactory = hf_engine,
+        engine_factory: EngineFactory = configured_engine,
     ) -> None:
         self.config = config
         self._loaded = loaded

@@ -279,7 +279,11 @@ class VllmEngine(Engine):
             self.collector.forget(rid)
 
     async def _produce(
-        self, request: GenerationRequest, ids: list[int], plan: ProbePlan, tokens: list[int],
+        self,
+        request: GenerationRequest,
+        ids: list[int],
+        plan: ProbePlan,
+        tokens: list[int],
         wake: _Wake,
     ) -> None:
         from vllm import SamplingParams
@@ -287,7 +291,10 @@ class VllmEngine(Engine):
 
         options: dict[str, Any] = {"monitor": True}
         if request.steering is not None:
-            options["steer"] = {"vector": request.steering.vector, "strength": request.steering.strength}
+            options["steer"] = {
+                "vector": request.steering.vector,
+                "strength": request.steering.strength,
+            }
         if plan.extracted:
             options["rows"] = list(range(len(ids) - 1, len(ids) + request.max_tokens + 1))
         params = SamplingParams(
@@ -303,7 +310,9 @@ class VllmEngine(Engine):
         if request.steering is not None:
             # A steered prompt's KV differs from the same prompt's unsteered KV: never share
             # prefix-cache blocks between them (vLLM hashes the salt into the block keys).
-            prompt["cache_salt"] = f"probewatch-steer:{request.steering.vector}:{request.steering.strength}"
+            prompt["cache_salt"] = (
+                f"probewatch-steer:{request.steering.vector}:{request.steering.strength}"
+            )
         async for output in self._engine.generate(prompt, params, request_id=request.request_id):
             tokens.extend(output.outputs[0].token_ids)
             wake.set()

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
+from probewatch.errors import ProbewatchError
 from probewatch.server.errors import ApiError, responses
 from probewatch.server.schemas import ProbeInfo, ProbesListing
 from probewatch.server.state import Ready, ready_parts
@@ -40,7 +41,11 @@ async def upload_probe(
         raise ApiError(409, f"a probe named {name!r} exists; delete it first", "conflict")
     card_bytes, weight_bytes = await card.read(), await weights.read()
     added = await asyncio.to_thread(parts.probes.add, name, card_bytes, weight_bytes)
-    parts.engine.set_probes(list(parts.probes.probes.values()))
+    try:
+        parts.engine.set_probes(list(parts.probes.probes.values()))
+    except ProbewatchError:  # the engine cannot score it (vLLM: untapped or in-block site)
+        await asyncio.to_thread(parts.probes.delete, name)  # moved to .deleted/, not erased
+        raise
     return ProbeInfo(**added.describe())
 
 
