@@ -61,16 +61,17 @@ def _probes(loaded: LoadedModel, root: Path) -> None:
         acts = capture.run(encode(loaded.tokenizer, TEXTS)).acts
     gen = torch.Generator().manual_seed(0)
     labels = (torch.rand(acts["resid.8"].shape[0], generator=gen) > 0.5).float()
+    never = {"threshold": {"value": 50.0, "target_fpr": 0.01}}
     specs = [
-        ("p8", "resid.8", "logistic", {}),
-        ("p16", "resid.16", "logistic", {}),
-        ("p24", "resid.24", "logistic", {}),
-        ("m16", "resid.16", "mlp", {}),
+        ("p8", "resid.8", "logistic", never),
+        ("p16", "resid.16", "logistic", never),
+        ("p24", "resid.24", "logistic", never),
+        ("m16", "resid.16", "mlp", never),
         (
             "harm",
             "resid.8",
             "logistic",
-            {"threshold": {"value": -50.0}, "monitor": {"scope": "prompt"}},
+            {"threshold": {"value": -50.0, "target_fpr": 0.01}, "monitor": {"scope": "prompt"}},
         ),
     ]
     for name, site, kind, extra in specs:
@@ -181,9 +182,12 @@ def test_scores_equal_the_hf_monitor_for_four_requests_joining_a_running_batch(
         final = chunks[-1][1]["probewatch"]
         for name, value in expected.prompt_scores.items():
             assert abs(final["prompt_scores"][name] - value) <= TOLERANCE
-        # The prompt-scope alert was raised on the prompt, before any token: it travels
-        # with the first token chunk, token_index -1, as on the HF engine.
-        assert [a["token_index"] for a in got[0]["alerts"] if a["probe"] == "harm"] == [-1]
+        # The prompt-scope alert was raised on the prompt, before any token: the first
+        # chunk (the role, before any content) carries it, token_index -1.
+        first = chunks[0][1]
+        assert first["choices"][0]["delta"] == {"role": "assistant"}
+        harm = [a["token_index"] for a in first["probewatch"]["alerts"] if a["probe"] == "harm"]
+        assert harm == [-1]
         assert final["verdicts"]["harm"]["first_alert_token"] == -1
 
 

@@ -15,7 +15,6 @@ A cancelled request (its client left) is stopped between two decode steps; when 
 batch is stopped the batch ends and the next one starts.
 """
 
-import asyncio
 import logging
 import queue
 import threading
@@ -34,6 +33,7 @@ from probewatch.server.engine import (
     GenerationRequest,
     PromptScored,
     TokenGenerated,
+    relay,
 )
 
 log = logging.getLogger(__name__)
@@ -115,27 +115,20 @@ class HFBatcher(Engine):
         return monitor.prompt_length(messages)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delivery, None]:
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[Delivery] = asyncio.Queue()
+        rid = request.request_id
 
-        def sink(item: Delivery) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, item)
+        def submit(sink: Callable[[Delivery], None]) -> None:
+            job = Job(request, sink)
+            with self._lock:
+                self._active[rid] = job
+            self.submit(job)
 
-        job = Job(request, sink)
-        with self._lock:
-            self._active[request.request_id] = job
-        self.submit(job)
-        ended = False
         try:
-            while not ended:
-                item = await items.get()
-                ended = isinstance(item, Finished | Failed)
+            async for item in relay(submit, lambda: self.cancel(rid)):
                 yield item
         finally:
-            if not ended:
-                self.cancel(request.request_id)
             with self._lock:
-                self._active.pop(request.request_id, None)
+                self._active.pop(rid, None)
 
     def cancel(self, request_id: str) -> None:
         with self._lock:

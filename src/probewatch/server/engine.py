@@ -16,8 +16,9 @@ client was actually sent, so the event and the answer agree.
 implements the same class and the routes do not change.
 """
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -119,3 +120,30 @@ class Engine(ABC):
     @abstractmethod
     def cancel(self, request_id: str) -> None:
         """Stop generating `request_id` within one decode step (no-op if it is done)."""
+
+
+Sink = Callable[[Delivery], None]
+
+
+async def relay(
+    submit: Callable[[Sink], None], cancel: Callable[[], None]
+) -> AsyncGenerator[Delivery, None]:
+    """An engine's `generate`: `submit(sink)` starts the request on the engine's own thread,
+    whose deliveries reach the caller's event loop through `sink`; closing the stream before
+    the last delivery calls `cancel`."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    def sink(item: Delivery) -> None:
+        loop.call_soon_threadsafe(items.put_nowait, item)
+
+    submit(sink)
+    ended = False
+    try:
+        while not ended:
+            item = await items.get()
+            ended = isinstance(item, Finished | Failed)
+            yield item
+    finally:
+        if not ended:
+            cancel()

@@ -41,6 +41,7 @@ from probewatch.server.engine import (
     GenerationRequest,
     PromptScored,
     TokenGenerated,
+    relay,
 )
 from probewatch.sites import parse_site
 
@@ -176,22 +177,11 @@ class VllmEngine(Engine):
         return monitor.prompt_length(messages)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delivery, None]:
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[Delivery] = asyncio.Queue()
+        def submit(sink: Callable[[Delivery], None]) -> None:
+            self._call(self._track(request, sink))
 
-        def deliver(item: Delivery) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, item)
-
-        self._call(self._track(request, deliver))
-        ended = False
-        try:
-            while not ended:
-                item = await items.get()
-                ended = isinstance(item, Finished | Failed)
-                yield item
-        finally:
-            if not ended:
-                self.cancel(request.request_id)
+        async for item in relay(submit, lambda: self.cancel(request.request_id)):
+            yield item
 
     def cancel(self, request_id: str) -> None:
         def cancel() -> None:
