@@ -61,6 +61,7 @@ PEERS_PIN   := -c benchmarks/peers-constraints.txt
 
 bench-peers: setup $(PEERS_STAMP)
 	-$(MAKE) $(VLLM_STAMP)
+	-test -f $(VLLM_STAMP) && $(VLLM_VENV)/bin/python -m benchmarks.vllm_serving
 	$(PEERS_VENV)/bin/python -m benchmarks.peers
 	$(PY) -m benchmarks.suite
 
@@ -89,13 +90,17 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps filelock==4.0.8
 	touch $@
 
-# The vLLM engine's tests, in .venv-vllm (in the main venv they skip, saying why).
-# `make test-vllm-full` adds the slower ones (Gemma 3 parity); docs/vllm.md lists them.
+# The vLLM engine's tests, in .venv-vllm (in the main venv they skip, saying why). CI runs
+# `test-vllm`: the plan/adapter unit tests and one compiled engine behind the server (parity
+# with the HF Monitor, last token, prompt alerts, steering, the openai client). The harvest
+# parity and Ray tests start three more engines: `make test-vllm-full` (docs/vllm.md).
+VLLM_TESTS := tests/engines/test_vllm_layout.py tests/engines/test_vllm_serve.py
+
 test-vllm: $(VLLM_STAMP)
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/engines
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider $(VLLM_TESTS)
 
 test-vllm-full: $(VLLM_STAMP)
-	VLLM_CPU_KVCACHE_SPACE=1 PROBEWATCH_VLLM_FULL=1 $(VLLM_VENV)/bin/python -m pytest -q tests/engines
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/engines
 
 clean-venv:
 	rm -rf $(VENV)

@@ -223,3 +223,19 @@ def test_the_openai_client_streams_per_token_scores(served: dict[str, Any]) -> N
     assert extras[-1]["event_id"]
     reply = client.chat.completions.create(model="default", messages=CHATS[0], max_tokens=6)
     assert len(reply.model_extra["probewatch"]["tokens"]) == 6
+
+
+def test_another_vllm_release_is_refused_at_start(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import probewatch.engines.vllm as engine_package
+
+    monkeypatch.setattr(engine_package, "installed_vllm", lambda: "0.31.1")
+    config = ServerConfig(
+        probes_dir=served["root"] / "probes", events_db=tmp_path / "e.sqlite", engine="vllm"
+    )
+    app = create_app(config, served["loaded"])
+    app.state.server._load()  # what the server's load thread runs at start
+    assert not app.state.server.ready.is_set()
+    error = app.state.server.load_error
+    assert "vLLM 0.31.1 is installed" in error and "supports only vLLM 0.32.0" in error

@@ -171,7 +171,9 @@ class VllmEngine(Engine):
         with self._lock:
             self.plan, self._monitor = plan, monitor
 
-    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    def prompt_tokens(self, messages: list[dict[str, str]], limit: int) -> int:  # noqa: ARG002
+        """Counted exactly (the interface allows stopping early; the routes' body limit
+        already bounds the work)."""
         with self._lock:
             monitor = self._monitor
         return monitor.prompt_length(messages)
