@@ -504,3 +504,60 @@ class ServerConfig(ModelChoice, EngineChoice):
 def split_list(text: str | None) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']."""
     return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+AttributeTask = Literal["dla", "patch", "atp", "lens", "train-lens"]
+PatchMetric = Literal["logit_diff", "prob", "kl", "probe"]
+
+
+@dataclass(kw_only=True)
+class AttributeSpec(ModelChoice):
+    """One attribution job (`probewatch attribute TASK`); see docs/attribution.md."""
+
+    task: AttributeTask = field(default="dla", metadata={"positional": True})
+    """dla: which heads/MLPs wrote the target; patch: activation patching sweep; atp:
+    attribution patching checked against exact patching; lens: logit/tuned lens; train-lens:
+    train a tuned lens on held-out-split book passages"""
+    prompt: str = ""
+    """the (clean) prompt"""
+    corrupted: str = ""
+    """patch/atp: the corrupted prompt (same token length as the prompt)"""
+    answer: str = ""
+    """the token whose logit is the target, e.g. ' Paris' (one token)"""
+    wrong: str = ""
+    """the token the answer's logit is compared with, e.g. ' London'"""
+    probe: str = ""
+    """a probe directory: attribute (or patch with) its score instead of a logit"""
+    metric: PatchMetric = "logit_diff"
+    """patch/atp: what a patch is measured by"""
+    positions: str = "last"
+    """dla: last, all, or comma-separated token indices; patch: all or indices"""
+    components: str = "resid,attn_out,mlp_out,head"
+    """patch/atp: which components to patch"""
+    direction: Literal["denoise", "noise", "both"] = "both"
+    """patch: clean into corrupted (denoise), corrupted into clean (noise), or both"""
+    grad_drop: bool = False
+    """atp: AtP* GradDrop (one extra backward pass per layer)"""
+    neurons: bool = False
+    """dla: also attribute every MLP neuron"""
+    tuned_lens: str = ""
+    """lens: a tuned lens directory (from train-lens) to read instead of the logit lens"""
+    budget_s: float = 840.0
+    """train-lens: training time budget in seconds"""
+    top: int = 15
+    """how many parts/cells to list"""
+    out: str = ""
+    """output directory (result.json + report.html; train-lens: the lens artifact)"""
+
+    def __post_init__(self) -> None:
+        needs_prompt = self.task != "train-lens"
+        if needs_prompt and not self.prompt:
+            raise ProbewatchError(f"attribute {self.task} needs --prompt", hint="--prompt 'text'")
+        if self.task in ("patch", "atp") and not self.corrupted:
+            raise ProbewatchError(
+                f"attribute {self.task} needs --corrupted", hint="a prompt of the same length"
+            )
+        if self.task == "train-lens" and not self.out:
+            raise ProbewatchError("train-lens needs --out", hint="--out runs/lens")
+        if self.top < 1 or self.budget_s <= 0:
+            raise ProbewatchError("--top and --budget-s must be positive")
