@@ -17,7 +17,7 @@ from tests.helpers import perturbed
 def test_every_job_writes_numbers_and_an_offline_report(task: str, tmp_path: Path) -> None:
     loaded = perturbed("llama")
     spec = AttributeSpec(
-        task=task,  # type: ignore[arg-type]
+        task=task,
         prompt="hello world",
         corrupted="jello worms",
         answer="a",
