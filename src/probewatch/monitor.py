@@ -56,7 +56,7 @@ class MonitoredProbe:
 
     @property
     def task(self) -> str:
-        return str(getattr(self.artifact.probe, "task", "binary"))
+        return self.artifact.probe.task
 
     def probability(self, logit: float) -> float:
         """Calibrated probability for binary probes; regression outputs pass through clipped."""
@@ -97,21 +97,6 @@ class MonitoredProbe:
         }
 
 
-def _affine_form(probe: Any, d_model: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(w [d], b) if score(x) == x @ w + b for this probe (checked on random points)."""
-    with torch.no_grad():
-        bias = probe.score(torch.zeros(1, d_model)).reshape(-1)
-        if bias.numel() != 1:
-            return None
-        weight = probe.score(torch.eye(d_model)).reshape(-1) - bias
-        points = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0)) * 10
-        expected = probe.score(points).reshape(-1).double()
-        fused = (points.double() @ weight.double()) + bias.double()
-    if not torch.allclose(fused, expected, rtol=1e-3, atol=1e-3 * (1 + expected.abs().max())):
-        return None
-    return weight.float(), bias.float()
-
-
 class ProbeBank:
     """Probes grouped by site. Every affine probe, whatever its site, is one column of a single
     [sites·d, k] block matrix, so scoring a token is one concatenation and one matrix multiply
@@ -123,7 +108,7 @@ class ProbeBank:
         self._other: dict[str, list[int]] = {}
         forms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for i, probe in enumerate(self.probes):
-            form = _affine_form(probe.artifact.probe, d_model)
+            form = probe.artifact.probe.affine()  # declared by the kind (AffineProbe)
             if form is None:
                 self._other.setdefault(probe.artifact.site, []).append(i)
             else:
@@ -134,8 +119,8 @@ class ProbeBank:
         bias = torch.zeros(len(self._fused_idx))
         for column, i in enumerate(self._fused_idx):
             block = self._fused_sites.index(self.probes[i].artifact.site)
-            weight[block * d_model : (block + 1) * d_model, column] = forms[i][0]
-            bias[column] = forms[i][1]
+            weight[block * d_model : (block + 1) * d_model, column] = forms[i][0].float()
+            bias[column] = forms[i][1].float().reshape(())
         self._weight, self._bias = weight.to(device), bias.to(device)
         self._all_fused = len(self._fused_idx) == len(self.probes)
 

@@ -108,7 +108,7 @@ def test_accepts_tensors_and_config_round_trips_through_json() -> None:
     ("name", "params", "match"),
     [
         ("median", {}, "unknown aggregator"),
-        ("mean", {"window": 3}, "bad parameters"),
+        ("mean", {"window": 3}, "bad options"),
         ("ema_max", {"alpha": 0.0}, "alpha"),
         ("ema_max", {"alpha": 1.5}, "alpha"),
         ("ema_max", {"alpha": "0.3"}, "alpha"),

@@ -181,7 +181,7 @@ def test_pca_diff_finds_the_signal_direction_with_positives_higher() -> None:
     x, y = separable(300)
     probe = make_probe("pca_diff").fit(x, y)
     direction = torch.randn(24, generator=torch.Generator().manual_seed(99))
-    cosine = float(probe.direction() @ (direction / direction.norm()))  # type: ignore[attr-defined]
+    cosine = float(probe.direction() @ (direction / direction.norm()))
     assert cosine > 0.9  # sign-aligned, not just parallel
     # Unbalanced classes still work, and pairing is seeded.
     keep = (y == 0) | (torch.arange(300) % 5 == 0)

@@ -75,24 +75,15 @@ def single_token(tokenizer: Any, text: str) -> int:
     return int(ids[0])
 
 
-def affine_form(probe: Any, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w [d], b) with score(x) = x·w + b: from `affine()` where the probe declares it, else read
-    off its scores and checked on random points; a probe that is not affine is refused."""
-    declared = getattr(probe, "affine", None)
-    if callable(declared):
-        weight, bias = declared()
-        return weight.reshape(-1).double(), torch.as_tensor(bias).reshape(()).double()
-    with torch.no_grad():
-        bias = probe.score(torch.zeros(1, d_model)).reshape(-1).double()
-        weight = probe.score(torch.eye(d_model)).reshape(-1).double() - bias
-        points = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0)) * 10
-        expected = probe.score(points).reshape(-1).double()
-    if bias.numel() != 1 or not torch.allclose(
-        points.double() @ weight + bias, expected, atol=1e-3 * (1 + float(expected.abs().max()))
-    ):
+def affine_form(probe: Any, _d_model: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w [d], b) with score(x) = x·w + b, as the probe kind declares it (`Probe.affine()`);
+    a probe that is not affine is refused."""
+    form = probe.affine()
+    if form is None:
         raise ProbewatchError(
             f"the {type(probe).__name__} probe is not affine in its activation, so its score "
             "has no additive decomposition",
             hint="attribute a linear probe (logistic, mass-mean, ridge, PCA), or use patching",
         )
-    return weight, bias[0]
+    weight, bias = form
+    return weight.reshape(-1).double(), torch.as_tensor(bias).reshape(()).double()

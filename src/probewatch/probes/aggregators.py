@@ -9,11 +9,10 @@ Aggregators are registered by name; `config()` is JSON and `make_aggregator(**co
 rebuilds the same aggregator, so a probe card can name the aggregator it was evaluated with.
 """
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from scipy.signal import lfilter
 from scipy.special import softmax
 
 from probewatch.errors import ProbewatchError
+from probewatch.probes.base import Registry
 
 
 def as_scores(scores: ArrayLike | torch.Tensor) -> np.ndarray:
@@ -92,30 +92,13 @@ class Aggregator(ABC):
         return {"name": self.name, **self.params()}
 
 
-AGGREGATORS: dict[str, type[Aggregator]] = {}
-A = TypeVar("A", bound=Aggregator)
-
-
-def register_aggregator(cls: type[A]) -> type[A]:
-    AGGREGATORS[cls.name] = cls
-    return cls
+AGGREGATORS: Registry[Aggregator] = Registry("aggregator", lambda cls: cls.name)
+register_aggregator = AGGREGATORS.register
 
 
 def make_aggregator(name: str, **params: Any) -> Aggregator:
     """Build an aggregator by name; `make_aggregator(**agg.config())` rebuilds `agg`."""
-    if name not in AGGREGATORS:
-        raise ProbewatchError(
-            f"unknown aggregator {name!r}", hint=f"known aggregators: {', '.join(AGGREGATORS)}"
-        )
-    cls = AGGREGATORS[name]
-    try:
-        inspect.signature(cls).bind(**params)
-    except TypeError as exc:
-        options = ", ".join(inspect.signature(cls).parameters) or "none"
-        raise ProbewatchError(
-            f"bad parameters for aggregator {name!r}: {exc}", hint=f"its parameters: {options}"
-        ) from exc
-    return cls(**params)
+    return AGGREGATORS.make(name, **params)
 
 
 # --- mean, max, last -----------------------------------------------------------------------

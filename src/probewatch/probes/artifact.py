@@ -90,7 +90,7 @@ def load_probe(
     unless `allow_model_mismatch` (then the override is recorded on the artifact)."""
     root = Path(path)
     tensors, card = read_artifact(PROBE, root)
-    kind = card.get("kind")
+    kind = str(card.get("kind"))
     if kind not in PROBE_KINDS:
         raise corrupt(PROBE, root, f"unknown probe kind {kind!r}")
     _check_card_fields(root, card)

@@ -86,22 +86,19 @@ class AttentionProbe(Probe):
     """One attention head (a learned query) pooling per-token logits into a sequence logit."""
 
     kind = "attention"
+    per_token = False  # score(x[N, d]) gives value logits; the verdict pools a sequence
+    tensor_names = _NAMES
+    fitted_fields = (("best_epoch", "best_epoch"),)
 
-    def __init__(
-        self,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-2,
-        max_epochs: int = 200,
-        patience: int = 10,
-        batch_size: int = 64,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
-        self.settings = TrainSettings(
-            lr, weight_decay, max_epochs, patience, batch_size, val_fraction, seed
-        )
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return TrainSettings.names()
+
+    def __init__(self, **training: Any) -> None:
+        """`training`: the TrainSettings fields (lr, weight_decay, max_epochs, patience,
+        batch_size, val_fraction, seed)."""
+        self.settings = TrainSettings(**training)
         self.best_epoch: int | None = None
-        self.state: dict[str, torch.Tensor] | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> Self:
         x, mask = _as_padded(x, mask)
@@ -123,20 +120,14 @@ class AttentionProbe(Probe):
             return F.binary_cross_entropy_with_logits(logits, target[rows])
 
         self.best_epoch = fit_early_stopping(
-            [weight, query], [bias], loss_on, target, self.settings, generator
+            ([weight, query], [bias]), loss_on, target, self.settings, generator
         )
-        values = (mean, scale, weight, bias, query)
-        self.state = {n: t.detach().clone() for n, t in zip(_NAMES, values, strict=True)}
+        self._keep(**dict(zip(_NAMES, (mean, scale, weight, bias, query), strict=True)))
         return self
 
     def fit_sequences(self, sequences: Sequence[torch.Tensor], y: torch.Tensor) -> Self:
         x, mask = pad_sequences(sequences)
         return self.fit(x, y, mask)
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        if self.state is None:
-            raise RuntimeError("the probe has not been fitted")
-        return self.state
 
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
         s = self._state()
@@ -163,20 +154,5 @@ class AttentionProbe(Probe):
         z = self._standardize(x)
         return torch.softmax(z @ self._state()["query"], dim=0)
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self._state())
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = self.settings.to_dict()
-        if self.best_epoch is not None:
-            config["fitted"] = {"best_epoch": self.best_epoch}
-        return config
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Self:
-        config = dict(config)
-        fitted = config.pop("fitted", {})
-        probe = cls(**config)
-        probe.best_epoch = fitted.get("best_epoch")
-        probe.state = {name: tensors[name] for name in _NAMES}
-        return probe
+    def options(self) -> dict[str, Any]:
+        return self.settings.to_dict()

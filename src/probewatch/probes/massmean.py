@@ -13,7 +13,7 @@ from sklearn.covariance import ledoit_wolf_shrinkage
 
 from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
-from probewatch.probes.base import Probe, register
+from probewatch.probes.base import AffineProbe, register
 from probewatch.probes.checks import require_features, require_targets
 from probewatch.probes.platt import fit_platt
 
@@ -38,11 +38,13 @@ def shrunk_covariance(centred: torch.Tensor, shrinkage: float | None) -> tuple[t
 
 
 @register
-class MassMeanProbe(Probe):
+class MassMeanProbe(AffineProbe):
     """score(x) = a·(x · θ) + b, θ = μ₊ − μ₋ (or Σ⁻¹(μ₊ − μ₋)), a and b by Platt's 1-D fit
     on the training projections, so scores are logits and 0 is the decision boundary."""
 
     kind = "mass_mean"
+    tensor_names = ("weight", "bias", "mean_diff")  # mean_diff: the raw μ₊ − μ₋, for steering
+    fitted_fields = (("shrinkage", "selected_shrinkage"),)
 
     def __init__(self, covariance: str = "none", shrinkage: float | None = None) -> None:
         if covariance not in COVARIANCES:
@@ -58,9 +60,6 @@ class MassMeanProbe(Probe):
         self.covariance = covariance
         self.shrinkage = shrinkage
         self.selected_shrinkage: float | None = None
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
-        self.mean_diff: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
         require_features(x)
@@ -77,41 +76,9 @@ class MassMeanProbe(Probe):
         # Project around the midpoint so Platt sees well-conditioned, centred scores.
         mid = (mu_pos + mu_neg) / 2
         a, b = fit_platt(((x64 - mid) @ theta).numpy(), y.numpy())
-        self.weight = (a * theta).float()
-        self.bias = torch.tensor([b - a * float(mid @ theta)], dtype=torch.float32)
-        self.mean_diff = diff.float()
+        bias = torch.tensor([b - a * float(mid @ theta)], dtype=torch.float32)
+        self._keep(weight=(a * theta).float(), bias=bias, mean_diff=diff.float())
         return self
 
-    def _state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.weight is None or self.bias is None or self.mean_diff is None:
-            raise RuntimeError("the probe has not been fitted")
-        return self.weight, self.bias, self.mean_diff
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias, _ = self._state()
-        return x.float() @ weight + bias
-
-    def direction(self) -> torch.Tensor:
-        """The classifying direction (unit norm); `mean_diff` is the raw μ₊ − μ₋ for steering."""
-        weight, _, _ = self._state()
-        return weight / weight.norm()
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        weight, bias, mean_diff = self._state()
-        return {"weight": weight, "bias": bias, "mean_diff": mean_diff}
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"covariance": self.covariance, "shrinkage": self.shrinkage}
-        if self.selected_shrinkage is not None:
-            config["fitted"] = {"shrinkage": self.selected_shrinkage}
-        return config
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Self:
-        config = dict(config)
-        fitted = config.pop("fitted", {})
-        probe = cls(**config)
-        probe.selected_shrinkage = fitted.get("shrinkage")
-        probe.weight, probe.bias = tensors["weight"], tensors["bias"]
-        probe.mean_diff = tensors["mean_diff"]
-        return probe
+    def options(self) -> dict[str, Any]:
+        return {"covariance": self.covariance, "shrinkage": self.shrinkage}

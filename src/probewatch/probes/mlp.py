@@ -24,26 +24,21 @@ class MLPProbe(Probe):
     """score(x) = w₂ · relu(W₁ (x − mean)/scale + b₁) + b₂, a logit."""
 
     kind = "mlp"
+    tensor_names = _NAMES
+    fitted_fields = (("best_epoch", "best_epoch"),)
 
-    def __init__(
-        self,
-        hidden: int = 64,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-2,
-        max_epochs: int = 200,
-        patience: int = 10,
-        batch_size: int = 64,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return ["hidden", *TrainSettings.names()]
+
+    def __init__(self, hidden: int = 64, **training: Any) -> None:
+        """`training`: the TrainSettings fields (lr, weight_decay, max_epochs, patience,
+        batch_size, val_fraction, seed)."""
         if hidden < 1:
             raise ProbewatchError(f"hidden must be at least 1, got {hidden}", hint="try 64")
-        self.settings = TrainSettings(
-            lr, weight_decay, max_epochs, patience, batch_size, val_fraction, seed
-        )
+        self.settings = TrainSettings(**training)
         self.hidden = hidden
         self.best_epoch: int | None = None
-        self.state: dict[str, torch.Tensor] | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
         require_features(x)
@@ -64,16 +59,10 @@ class MLPProbe(Probe):
             return F.binary_cross_entropy_with_logits(logits, target[rows])
 
         self.best_epoch = fit_early_stopping(
-            [w1, w2], [b1, b2], loss_on, target, self.settings, generator
+            ([w1, w2], [b1, b2]), loss_on, target, self.settings, generator
         )
-        values = (mean, scale, w1, b1, w2, b2)
-        self.state = {n: t.detach().clone() for n, t in zip(_NAMES, values, strict=True)}
+        self._keep(**dict(zip(_NAMES, (mean, scale, w1, b1, w2, b2), strict=True)))
         return self
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        if self.state is None:
-            raise RuntimeError("the probe has not been fitted")
-        return self.state
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         s = self._state()
@@ -81,20 +70,5 @@ class MLPProbe(Probe):
         hidden = F.relu(z @ s["hidden.weight"].T + s["hidden.bias"])
         return hidden @ s["out.weight"] + s["out.bias"]
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self._state())
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"hidden": self.hidden, **self.settings.to_dict()}
-        if self.best_epoch is not None:
-            config["fitted"] = {"best_epoch": self.best_epoch}
-        return config
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Self:
-        config = dict(config)
-        fitted = config.pop("fitted", {})
-        probe = cls(**config)
-        probe.best_epoch = fitted.get("best_epoch")
-        probe.state = {name: tensors[name] for name in _NAMES}
-        return probe
+    def options(self) -> dict[str, Any]:
+        return {"hidden": self.hidden, **self.settings.to_dict()}

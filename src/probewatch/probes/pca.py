@@ -13,7 +13,7 @@ import torch
 
 from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
-from probewatch.probes.base import Probe, register
+from probewatch.probes.base import AffineProbe, register
 from probewatch.probes.checks import require_features, require_targets
 from probewatch.probes.platt import fit_platt
 
@@ -41,10 +41,11 @@ def top_component(rows: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 @register
-class PCADiffProbe(Probe):
+class PCADiffProbe(AffineProbe):
     """score(x) = a·(x · v) + b, v the first PC of positive − negative differences."""
 
     kind = "pca_diff"
+    fitted_fields = (("explained", "explained"),)
 
     def __init__(self, n_pairs: int | None = None, seed: int = 0) -> None:
         if n_pairs is not None and n_pairs < 1:
@@ -55,8 +56,6 @@ class PCADiffProbe(Probe):
         self.n_pairs = n_pairs
         self.seed = seed
         self.explained: float | None = None
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
         require_features(x)
@@ -73,38 +72,9 @@ class PCADiffProbe(Probe):
             v, proj = -v, -proj
         centre = float(proj.mean())
         a, b = fit_platt((proj - centre).numpy(), y.numpy())
-        self.weight = (a * v).float()
-        self.bias = torch.tensor([b - a * centre], dtype=torch.float32)
+        bias = torch.tensor([b - a * centre], dtype=torch.float32)
+        self._keep(weight=(a * v).float(), bias=bias)
         return self
 
-    def _state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.weight is None or self.bias is None:
-            raise RuntimeError("the probe has not been fitted")
-        return self.weight, self.bias
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self._state()
-        return x.float() @ weight + bias
-
-    def direction(self) -> torch.Tensor:
-        weight, _ = self._state()
-        return weight / weight.norm()
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        weight, bias = self._state()
-        return {"weight": weight, "bias": bias}
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"n_pairs": self.n_pairs, "seed": self.seed}
-        if self.explained is not None:
-            config["fitted"] = {"explained": self.explained}
-        return config
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Self:
-        config = dict(config)
-        fitted = config.pop("fitted", {})
-        probe = cls(**config)
-        probe.explained = fitted.get("explained")
-        probe.weight, probe.bias = tensors["weight"], tensors["bias"]
-        return probe
+    def options(self) -> dict[str, Any]:
+        return {"n_pairs": self.n_pairs, "seed": self.seed}

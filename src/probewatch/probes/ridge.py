@@ -11,7 +11,7 @@ from typing import Any, Self
 import torch
 
 from probewatch.errors import ProbewatchError
-from probewatch.probes.base import Probe, register
+from probewatch.probes.base import AffineProbe, register
 from probewatch.probes.checks import require_features, require_targets
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
@@ -35,11 +35,14 @@ def loo_mse(
 
 
 @register
-class RidgeProbe(Probe):
+class RidgeProbe(AffineProbe):
     """score(x) = w · (x − mean)/scale + b, predicting the target itself (not a logit)."""
 
     kind = "ridge"
     task = "regression"
+    standardize = True
+    tensor_names = ("scaler.mean", "scaler.scale", "weight", "bias")
+    fitted_fields = (("alpha", "chosen_alpha"), ("loo_mse", "loo"))
 
     def __init__(
         self, alpha: float | None = None, alphas: Sequence[float] = DEFAULT_ALPHAS
@@ -55,10 +58,6 @@ class RidgeProbe(Probe):
         self.alphas = tuple(float(a) for a in alphas)
         self.chosen_alpha: float | None = None
         self.loo: list[float] | None = None
-        self.mean: torch.Tensor | None = None
-        self.scale: torch.Tensor | None = None
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
         require_features(x)
@@ -83,36 +82,9 @@ class RidgeProbe(Probe):
         else:
             self.chosen_alpha = self.alpha
         weight = vh.T @ (s / (s**2 + self.chosen_alpha) * (u.T @ yc))
-        self.mean, self.scale = mean.float(), scale.float()
-        self.weight = weight.float()
-        self.bias = y_mean.reshape(1).float()
+        scaler = {"scaler.mean": mean.float(), "scaler.scale": scale.float()}
+        self._keep(weight=weight.float(), bias=y_mean.reshape(1).float(), **scaler)
         return self
 
-    def _state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.mean is None or self.scale is None or self.weight is None or self.bias is None:
-            raise RuntimeError("the probe has not been fitted")
-        return self.mean, self.scale, self.weight, self.bias
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        mean, scale, weight, bias = self._state()
-        return ((x.float() - mean) / scale) @ weight + bias
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        mean, scale, weight, bias = self._state()
-        return {"scaler.mean": mean, "scaler.scale": scale, "weight": weight, "bias": bias}
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"alpha": self.alpha, "alphas": list(self.alphas)}
-        if self.chosen_alpha is not None:
-            config["fitted"] = {"alpha": self.chosen_alpha, "loo_mse": self.loo}
-        return config
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Self:
-        config = dict(config)
-        fitted = config.pop("fitted", {})
-        probe = cls(**config)
-        probe.chosen_alpha, probe.loo = fitted.get("alpha"), fitted.get("loo_mse")
-        probe.mean, probe.scale = tensors["scaler.mean"], tensors["scaler.scale"]
-        probe.weight, probe.bias = tensors["weight"], tensors["bias"]
-        return probe
+    def options(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "alphas": list(self.alphas)}

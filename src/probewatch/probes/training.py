@@ -7,7 +7,7 @@ touches torch's global random state.
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -48,6 +48,10 @@ class TrainSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
 
 def stratified_split(
     y: torch.Tensor, val_fraction: float, generator: torch.Generator
@@ -77,17 +81,18 @@ def uniform_init(shape: Sequence[int], fan_in: int, generator: torch.Generator) 
 
 
 def fit_early_stopping(
-    decayed: list[torch.Tensor],
-    free: list[torch.Tensor],
+    params: tuple[list[torch.Tensor], list[torch.Tensor]],
     loss_on: Callable[[torch.Tensor], torch.Tensor],
     y: torch.Tensor,
     settings: TrainSettings,
     generator: torch.Generator,
 ) -> int:
-    """Train in place with AdamW on `loss_on(row_indices)`; keep the parameters of the epoch
-    with the lowest validation loss. Returns that epoch (0 = the initial parameters)."""
+    """Train `params` = (weights with decay, parameters without) in place with AdamW on
+    `loss_on(row_indices)`; keep the parameters of the epoch with the lowest validation loss.
+    Returns that epoch (0 = the initial parameters)."""
     train_idx, val_idx = stratified_split(y, settings.val_fraction, generator)
-    params = decayed + free
+    decayed, free = params
+    every = decayed + free
     optimizer = torch.optim.AdamW(
         [
             {"params": decayed, "weight_decay": settings.weight_decay},
@@ -97,7 +102,7 @@ def fit_early_stopping(
     )
     with torch.no_grad():
         best_loss = float(loss_on(val_idx))
-    best_state = [p.detach().clone() for p in params]
+    best_state = [p.detach().clone() for p in every]
     best_epoch, stale = 0, 0
     for epoch in range(1, settings.max_epochs + 1):
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
@@ -109,12 +114,12 @@ def fit_early_stopping(
             val_loss = float(loss_on(val_idx))
         if val_loss < best_loss - 1e-7:
             best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = [p.detach().clone() for p in params]
+            best_state = [p.detach().clone() for p in every]
         else:
             stale += 1
             if stale >= settings.patience:
                 break
     with torch.no_grad():
-        for param, best in zip(params, best_state, strict=True):
+        for param, best in zip(every, best_state, strict=True):
             param.copy_(best)
     return best_epoch

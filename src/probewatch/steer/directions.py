@@ -35,6 +35,7 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.pipeline import harvest_cached
 from probewatch.probes.artifact import ProbeArtifact
+from probewatch.probes.base import PROBE_KINDS, AffineProbe
 from probewatch.probes.pca import top_component
 from probewatch.sites import expand_sites, parse_site
 
@@ -245,16 +246,16 @@ def extract_directions(
 def from_probe(artifact: ProbeArtifact, loaded: LoadedModel | None = None) -> SteeringVector:
     """A probe's direction in raw activation space (unit norm) at the probe's site.
 
-    Logistic probes standardize first, so their raw direction is weight / scale; mass_mean and
-    pca_diff have a `direction()`. Nonlinear probes have no single direction and are refused."""
-    probe = artifact.probe
-    direction = getattr(probe, "direction", None)
-    if not callable(direction):
+    Affine probes declare theirs (`Probe.direction()`: for a standardized logistic probe,
+    weight / scale); nonlinear probes have no single direction and are refused."""
+    direction = artifact.probe.direction()
+    if direction is None:
+        linear = ", ".join(k for k, cls in PROBE_KINDS.items() if issubclass(cls, AffineProbe))
         raise ProbewatchError(
-            f"a {artifact.card.get('kind')!r} probe has no single direction",
-            hint="use a linear probe (logistic, mass_mean, pca_diff)",
+            f"a {artifact.probe.kind!r} probe has no single direction",
+            hint=f"use a linear probe ({linear})",
         )
-    vector = direction().float().reshape(-1)
+    vector = direction.float().reshape(-1)
     vector = (vector / vector.norm()).contiguous()
     model = artifact.card["model"]
     card = {

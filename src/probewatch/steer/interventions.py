@@ -30,6 +30,7 @@ from probewatch.config import MODES
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, check_model
+from probewatch.probes.base import PROBE_KINDS
 from probewatch.sites import Site, layer_list, parse_site, resolve_module
 from probewatch.steer.directions import SteeringVector, check_vector, require_finite
 from probewatch.steer.hooks import Hook, add_vector, hidden_of, registered_hooks, with_hidden
@@ -37,7 +38,6 @@ from probewatch.steer.hooks import Hook, add_vector, hidden_of, registered_hooks
 VectorLike = SteeringVector | torch.Tensor | dict[str, torch.Tensor]
 
 # Per-token probe kinds; the attention probe pools a whole sequence and cannot gate tokens.
-GATEABLE_KINDS = ("logistic", "mass_mean", "pca_diff", "mlp", "ridge")
 
 
 def _check_tensor(loaded: LoadedModel, tensor: torch.Tensor, what: str) -> torch.Tensor:
@@ -182,11 +182,11 @@ def probe_gated(
     The probe reads the unsteered activation, so steering sites must not come before the
     probe's site in the forward pass. During cached generation each new token is gated on
     its own activation."""
-    kind = probe.card.get("kind")
-    if kind not in GATEABLE_KINDS:
+    if not probe.probe.per_token:
+        per_token = ", ".join(k for k, cls in PROBE_KINDS.items() if cls.per_token)
         raise ProbewatchError(
-            f"a {kind!r} probe scores whole sequences and cannot gate single tokens",
-            hint=f"use a per-token probe ({', '.join(GATEABLE_KINDS)})",
+            f"a {probe.probe.kind!r} probe scores whole sequences and cannot gate single tokens",
+            hint=f"use a per-token probe ({per_token})",
         )
     check_model(probe, loaded, allow_model_mismatch)
     require_finite(scale, "the steering strength")
