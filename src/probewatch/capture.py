@@ -9,6 +9,7 @@ forward pass raises. With `stop_early` (the default), the forward pass is cut of
 the deepest requested site has been recorded, so later layers and the unembedding never run.
 """
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,9 +17,9 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from probewatch.errors import ProbewatchError
+from probewatch.hooks import hidden_of, registered_hooks
 from probewatch.sites import Site, expand_sites, layer_list, resolve_module
 from probewatch.tokens import Batch
 
@@ -63,15 +64,6 @@ def select_positions(
     raise ProbewatchError(f"unknown positions {positions!r}", hint=f"use one of {POSITIONS}")
 
 
-def _output_tensor(output: Any) -> torch.Tensor:
-    # Decoder blocks return a tensor in recent transformers, a tuple in older ones and GPT-2;
-    # attention modules return (output, weights).
-    tensor = output[0] if isinstance(output, tuple | list) else output
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"hooked module returned {type(output).__name__}, not a tensor")
-    return tensor
-
-
 class ActivationCapture:
     """Context manager that hooks `sites` and records them during `run`."""
 
@@ -91,7 +83,7 @@ class ActivationCapture:
         self.sites: list[Site] = expand_sites(sites, self.n_layers)
         self.positions = positions
         self.stop_early = stop_early
-        self._handles: list[RemovableHandle] = []
+        self._hooks: contextlib.ExitStack | None = None
         self._records: dict[str, torch.Tensor] = {}
         self._selection: tuple[torch.Tensor, torch.Tensor] | None = None
         self._running = False
@@ -103,15 +95,12 @@ class ActivationCapture:
 
     def __enter__(self) -> "ActivationCapture":
         deepest = self.sites[-1]  # expand_sites returns forward order
-        try:
-            for site in self.sites:
-                module = resolve_module(self.model, site)
-                self._handles.append(
-                    module.register_forward_hook(self._make_hook(site.name, site == deepest))
-                )
-        except BaseException:
-            self._remove()
-            raise
+        pairs = [
+            (resolve_module(self.model, site), self._make_hook(site.name, site == deepest))
+            for site in self.sites
+        ]
+        self._hooks = contextlib.ExitStack()
+        self._hooks.enter_context(registered_hooks(pairs))
         return self
 
     def __exit__(
@@ -120,16 +109,13 @@ class ActivationCapture:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
 
     def _make_hook(self, name: str, is_deepest: bool) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            hidden = _output_tensor(output)
+            hidden = hidden_of(output)
             if self._selection is not None:
                 rows, cols = self._selection
                 hidden = hidden[rows, cols]
@@ -145,7 +131,7 @@ class ActivationCapture:
     @torch.no_grad()
     def run(self, batch: Batch) -> Captured:
         """One forward pass over `batch`; returns the selected activations on CPU."""
-        if not self._handles:
+        if self._hooks is None:
             raise RuntimeError("ActivationCapture.run must be called inside its `with` block")
         device = next(self.model.parameters()).device
         input_ids = batch.input_ids.to(device)

@@ -23,16 +23,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 from transformers import DynamicCache
 
 from probewatch.errors import ProbewatchError
 from probewatch.eval.calibration import PlattScaler
+from probewatch.hooks import Hook, add_vector, hidden_of, registered_hooks
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.aggregators import Aggregator, Stream, make_aggregator
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.sites import layer_list, parse_site, resolve_module
-from probewatch.steer import add_vector
 
 Message = dict[str, str]
 # A fast tokenizer must not be called from two threads at once ("Already borrowed"): the
@@ -234,18 +233,18 @@ class Monitor:
     def describe(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.probes]
 
-    def _hooks(self) -> list[RemovableHandle]:
-        handles = []
+    def _read_hooks(self) -> list[tuple[nn.Module, Hook]]:
+        """A hook per probed site that keeps only the newest position's activation."""
+        pairs: list[tuple[nn.Module, Hook]] = []
         n_layers = len(layer_list(self.loaded.model))
         for site in self.bank.sites:
             module = resolve_module(self.loaded.model, parse_site(site, n_layers))
 
             def hook(_module: nn.Module, _args: Any, output: Any, site: str = site) -> None:
-                hidden = output[0] if isinstance(output, tuple) else output
-                self._latest[site] = hidden[:, -1, :].detach()
+                self._latest[site] = hidden_of(output)[:, -1, :].detach()
 
-            handles.append(module.register_forward_hook(hook))
-        return handles
+            pairs.append((module, hook))
+        return pairs
 
     def _encode(self, conversations: Sequence[Sequence[Message]]) -> tuple[torch.Tensor, ...]:
         tokenizer = self.loaded.tokenizer
@@ -329,11 +328,12 @@ class Monitor:
         rows = [_RowState(self.probes) for _ in conversations]
         self._rows = rows
         self.responses = [row.response for row in rows]
-        handles = self._hooks()
         temperatures = torch.tensor(temps, device=input_ids.device).unsqueeze(1)
         sample = temperatures[:, 0] > 0
         try:
             with contextlib.ExitStack() as steer:
+                # Read hooks first: they see each site's output before steering is added.
+                steer.enter_context(registered_hooks(self._read_hooks()))
                 for site, vector, scale in steering:
                     steer.enter_context(add_vector(model, site, vector, scale))
                 position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -378,8 +378,6 @@ class Monitor:
                     if all(row.done for row in rows):
                         break
         finally:
-            for handle in handles:
-                handle.remove()
             self._latest = {}
 
     def _read_prompt(self, row: _RowState, i: int, scores: torch.Tensor) -> PromptStep:

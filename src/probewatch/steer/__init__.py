@@ -1,5 +1,6 @@
 """Interventions on the residual stream: directions, steering, ablation, audits and exports."""
 
+from probewatch.hooks import add_vector
 from probewatch.steer.directions import (
     SteeringVector,
     extract_directions,
@@ -7,7 +8,6 @@ from probewatch.steer.directions import (
     load_vector,
     save_vector,
 )
-from probewatch.steer.hooks import add_vector
 from probewatch.steer.interventions import (
     Intervention,
     ablate_direction,

@@ -28,12 +28,12 @@ from torch import nn
 
 from probewatch.config import MODES
 from probewatch.errors import ProbewatchError
+from probewatch.hooks import Hook, add_vector, hidden_of, registered_hooks, with_hidden
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, check_model
 from probewatch.probes.base import PROBE_KINDS
 from probewatch.sites import Site, layer_list, parse_site, resolve_module
 from probewatch.steer.directions import SteeringVector, check_vector, require_finite
-from probewatch.steer.hooks import Hook, add_vector, hidden_of, registered_hooks, with_hidden
 
 VectorLike = SteeringVector | torch.Tensor | dict[str, torch.Tensor]
 

@@ -1,4 +1,13 @@
-"""Steering hooks as handles inside context managers: the model is untouched afterwards."""
+"""Forward-hook plumbing for every reader and writer of activations (capture, monitor,
+steering, attribution): hooks live only inside context managers, so the model is untouched
+afterwards, also when the block raises.
+
+    with registered_hooks([(module, hook), ...]):   # any hooks, removed on exit
+    with add_vector(model, "resid.6", v, 4.0):      # a write hook: output + scale * v
+
+Inside a hook, `hidden_of(output)` is the hidden-state tensor of a module's output (blocks and
+attention may return tuples) and `with_hidden(output, new)` replaces it.
+"""
 
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -11,6 +20,26 @@ from torch.utils.hooks import RemovableHandle
 
 from probewatch.errors import ProbewatchError
 from probewatch.sites import layer_list, parse_site, resolve_module
+
+Hook = Callable[[nn.Module, Any, Any], Any]
+
+
+def hidden_of(output: Any) -> torch.Tensor:
+    """The hidden-state tensor of a module's output: decoder blocks return a tensor in recent
+    transformers, a tuple in older ones and GPT-2; attention modules return (output, weights)."""
+    tensor = output[0] if isinstance(output, tuple | list) else output
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"hooked module returned {type(output).__name__}, not a tensor")
+    return tensor
+
+
+def with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    """`output` with its hidden-state tensor replaced (a new tuple; nothing is mutated)."""
+    if isinstance(output, tuple):
+        return (hidden, *output[1:])
+    if isinstance(output, list):
+        return [hidden, *output[1:]]
+    return hidden
 
 
 def _checked_vector(model: nn.Module, vector: torch.Tensor, scale: float) -> torch.Tensor:
@@ -36,35 +65,10 @@ def add_vector(
     delta = _checked_vector(model, vector, scale)
 
     def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (output[0] + delta, *output[1:])
-        return output + delta
+        return with_hidden(output, hidden_of(output) + delta)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with registered_hooks([(module, hook)]):
         yield
-    finally:
-        handle.remove()
-
-
-Hook = Callable[[nn.Module, Any, Any], Any]
-
-
-def hidden_of(output: Any) -> torch.Tensor:
-    """The hidden-state tensor of a module's output (blocks and attention may return tuples)."""
-    tensor = output[0] if isinstance(output, tuple | list) else output
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"hooked module returned {type(output).__name__}, not a tensor")
-    return tensor
-
-
-def with_hidden(output: Any, hidden: torch.Tensor) -> Any:
-    """`output` with its hidden-state tensor replaced (a new tuple; nothing is mutated)."""
-    if isinstance(output, tuple):
-        return (hidden, *output[1:])
-    if isinstance(output, list):
-        return [hidden, *output[1:]]
-    return hidden
 
 
 @contextmanager
