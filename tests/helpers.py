@@ -46,7 +46,7 @@ from transformers import (
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from probewatch.data.base import Dataset, DatasetCard, Example
-from probewatch.eval.metrics import binary_metrics
+from probewatch.metrics.scores import binary_metrics
 from probewatch.models.loading import LoadedModel
 from probewatch.probes import LogisticProbe, ProbeArtifact, make_probe, save_probe
 from probewatch.probes.artifact import build_card

@@ -346,9 +346,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     """Train (cached), then write the HTML + JSON report with every check."""
     from probewatch.data import FAMILIES, load_dataset
-    from probewatch.eval.generalization import combine
-    from probewatch.eval.report import build_report
     from probewatch.pipeline import train_probe
+    from probewatch.reports.generalization import combine
+    from probewatch.reports.report import build_report
 
     loaded = _load_model(args.model, args.device)
     dataset = load_dataset(args.dataset, args.seed, model=loaded)
@@ -401,7 +401,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_families(args: argparse.Namespace) -> None:
     """A probe per binary dataset family: the held-out AUROC table."""
-    from probewatch.eval.families import BINARY_FAMILIES, as_rows, evaluate_families
+    from probewatch.reports.families import BINARY_FAMILIES, as_rows, evaluate_families
 
     names = args.datasets.split(",") if args.datasets else list(BINARY_FAMILIES)
     loaded = _load_model(args.model, args.device)

@@ -26,8 +26,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from probewatch.errors import ProbewatchError
-from probewatch.eval.calibration import PlattScaler
 from probewatch.hooks import Hook, add_vector, hidden_of, registered_hooks
+from probewatch.metrics.calibration import PlattScaler
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.aggregators import Aggregator, Stream, make_aggregator
 from probewatch.probes.artifact import ProbeArtifact

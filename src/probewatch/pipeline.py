@@ -18,12 +18,12 @@ import torch
 from probewatch.capture import ActivationCapture
 from probewatch.data.base import Dataset, require_binary
 from probewatch.errors import ProbewatchError
-from probewatch.eval.calibration import (
+from probewatch.metrics.calibration import (
     PlattScaler,
     expected_calibration_error,
     threshold_at_fpr,
 )
-from probewatch.eval.metrics import BinaryMetrics, auroc, binary_metrics, fpr_at_recall
+from probewatch.metrics.scores import BinaryMetrics, auroc, binary_metrics, fpr_at_recall
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import cache_dir
 from probewatch.probes.aggregators import Aggregator, make_aggregator

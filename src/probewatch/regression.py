@@ -20,7 +20,7 @@ import torch
 from probewatch.capture import ActivationCapture
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
-from probewatch.eval.metrics import mae, r2
+from probewatch.metrics.scores import mae, r2
 from probewatch.models.loading import LoadedModel
 from probewatch.pipeline import harvest_cached, split_rows, token_order, validation_mask
 from probewatch.probes.artifact import ProbeArtifact, build_card

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from probewatch.errors import ProbewatchError
-from probewatch.eval.metrics import binary_metrics
+from probewatch.metrics.scores import binary_metrics
 from probewatch.probes import LogisticProbe, load_probe, save_probe
 from tests.helpers import probe_artifact, separable, tiny_model
 

@@ -11,7 +11,7 @@ from safetensors.torch import save as save_bytes
 from threadpoolctl import threadpool_limits
 
 from probewatch.errors import ProbewatchError
-from probewatch.eval.metrics import auroc, r2
+from probewatch.metrics.scores import auroc, r2
 from probewatch.probes import PROBE_KINDS, AttentionProbe, Probe, make_probe, pad_sequences
 from probewatch.probes.ridge import RidgeProbe, loo_mse
 

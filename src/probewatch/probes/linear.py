@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
-from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
 from probewatch.probes.base import AffineProbe, register
 from probewatch.probes.checks import require_features, require_targets
 

@@ -10,8 +10,8 @@ from typing import Any, Self
 import torch
 import torch.nn.functional as F
 
-from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
 from probewatch.probes.base import Probe, register
 from probewatch.probes.checks import require_features, require_targets
 from probewatch.probes.training import TrainSettings, fit_early_stopping, uniform_init

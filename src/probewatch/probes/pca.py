@@ -11,11 +11,11 @@ from typing import Any, Self
 
 import torch
 
-from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
+from probewatch.metrics.platt import fit_platt
 from probewatch.probes.base import AffineProbe, register
 from probewatch.probes.checks import require_features, require_targets
-from probewatch.probes.platt import fit_platt
 
 
 def _cycled(n: int, length: int, generator: torch.Generator) -> torch.Tensor:

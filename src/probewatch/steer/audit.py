@@ -34,6 +34,7 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import atomic_directory, refuse_to_replace
 from probewatch.probes.artifact import ProbeArtifact, check_model
+from probewatch.steer.audit_html import render_html
 from probewatch.steer.interventions import Intervention
 from probewatch.steer.refusal import REFUSAL_PHRASES, generate, is_refusal
 from probewatch.tokens import Message, encode, encode_chats
@@ -294,8 +295,6 @@ class AuditReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_html(self) -> str:
-        from probewatch.steer.audit_html import render_html
-
         return render_html(self)
 
     def save(self, out: str | Path, overwrite: bool = False) -> Path:

@@ -3,7 +3,7 @@
 import html
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: audit imports this module, never the other way at run time
     from probewatch.steer.audit import AuditReport, Estimate
 
 STYLE = (

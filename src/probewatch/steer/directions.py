@@ -30,8 +30,9 @@ from probewatch.artifacts import (
     read_artifact,
     save_artifact,
 )
-from probewatch.data.base import Dataset, require_binary_labels
+from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
 from probewatch.models.loading import LoadedModel
 from probewatch.pipeline import harvest_cached
 from probewatch.probes.artifact import ProbeArtifact
@@ -307,3 +308,71 @@ def check_vector(vector: SteeringVector, loaded: LoadedModel, allow_mismatch: bo
     override = check_fingerprint(model, loaded, where, VECTOR, allow_mismatch)
     if override:
         vector.overrides.append(override)
+
+
+VectorLike = SteeringVector | torch.Tensor | dict[str, torch.Tensor]
+
+
+def _check_tensor(loaded: LoadedModel, tensor: torch.Tensor, what: str) -> torch.Tensor:
+    if tensor.ndim != 1 or tensor.shape[0] != loaded.d_model:
+        raise ProbewatchError(
+            f"{what} has shape {tuple(tensor.shape)}; model {loaded.name!r} has d_model "
+            f"{loaded.d_model}",
+            hint="use a vector extracted from this model",
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise ProbewatchError(f"{what} contains NaN or infinite values")
+    return tensor.detach()
+
+
+def site_vectors(
+    loaded: LoadedModel,
+    vector: VectorLike,
+    sites: list[str] | None = None,
+    allow_model_mismatch: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Validated {site: vector}. A bare tensor needs `sites`; a SteeringVector is checked
+    against the model (dimension, layers, fingerprint) and may be restricted to `sites`."""
+    if isinstance(vector, SteeringVector):
+        check_vector(vector, loaded, allow_model_mismatch)
+        chosen = sites or vector.sites
+        pairs = {site: vector[site] for site in chosen}
+    elif isinstance(vector, torch.Tensor):
+        if not sites:
+            raise ProbewatchError("a bare tensor needs the sites to act on", hint="e.g. resid.12")
+        pairs = dict.fromkeys(sites, vector)
+    else:
+        pairs = {s: v for s, v in vector.items() if not sites or s in sites}
+    if not pairs:
+        raise ProbewatchError("no sites to act on", hint="give at least one site, e.g. resid.12")
+    out = {}
+    for site, tensor in pairs.items():
+        parsed = parse_site(site, loaded.n_layers)  # a layer out of range raises here
+        out[parsed.name] = _check_tensor(loaded, tensor, f"the vector for {site}")
+    return out
+
+
+def unit_direction(
+    loaded: LoadedModel, direction: VectorLike, site: str | None = None
+) -> torch.Tensor:
+    """One unit direction: a tensor, or the vector of `site` (or the only site) of a
+    SteeringVector. Returned in float64 on CPU; callers cast to the model's dtype."""
+    if isinstance(direction, SteeringVector):
+        check_vector(direction, loaded, False)
+        if site is None and len(direction.sites) != 1:
+            raise ProbewatchError(
+                f"this vector has {len(direction.sites)} sites; say which one to ablate",
+                hint=f"its sites: {direction.sites}",
+            )
+        tensor = direction[site or direction.sites[0]]
+    elif isinstance(direction, dict):
+        if site is None or site not in direction:
+            raise ProbewatchError("say which site's vector to ablate", hint=str(list(direction)))
+        tensor = direction[site]
+    else:
+        tensor = direction
+    tensor = _check_tensor(loaded, tensor, "the direction").double().cpu()
+    norm = float(tensor.norm())
+    if norm == 0:
+        raise ProbewatchError("the direction is the zero vector", hint="extract a real direction")
+    return tensor / norm

@@ -27,8 +27,7 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import refuse_to_replace
 from probewatch.sites import ARCH_TABLES, arch_table, layer_list
-from probewatch.steer.directions import SteeringVector
-from probewatch.steer.interventions import VectorLike, unit_direction
+from probewatch.steer.directions import SteeringVector, VectorLike, unit_direction
 
 NOTE = ORTHOGONALIZED.card_file
 DIRECTION = str(ORTHOGONALIZED.tensors_file)

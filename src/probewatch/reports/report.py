@@ -17,13 +17,13 @@ import numpy as np
 from probewatch import __version__
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
-from probewatch.eval import charts
-from probewatch.eval.calibration import PlattScaler, reliability_curve
-from probewatch.eval.completeness import erasure_check, steering_check
-from probewatch.eval.generalization import generalization_matrix
+from probewatch.metrics.calibration import PlattScaler, reliability_curve
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import write_json_atomic
 from probewatch.pipeline import TrainResult
+from probewatch.reports import charts
+from probewatch.reports.completeness import erasure_check, steering_check
+from probewatch.reports.generalization import generalization_matrix
 
 CSS = """
 body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#111}

@@ -1,7 +1,7 @@
 """Platt's 1-D logistic fit: turn a raw score (a projection) into a calibrated logit a*s + b.
 
 Shared by the projection probes (which need a bias and scale so 0 is the decision boundary)
-and by `probewatch.eval.calibration` (post-hoc calibration on held-out scores).
+and by `probewatch.metrics.calibration` (post-hoc calibration on held-out scores).
 
 It uses Platt's smoothed targets, (n+ + 1)/(n+ + 2) for positives and 1/(n- + 2) for
 negatives, so the optimum is finite even on perfectly separated scores, and Newton steps
@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import expit
 
-from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
 
 
 def _loss(f: np.ndarray, t: np.ndarray) -> float:

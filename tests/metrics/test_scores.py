@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score, roc_curve
 
 from probewatch.errors import ProbewatchError
-from probewatch.eval.metrics import (
+from probewatch.metrics.scores import (
     auroc,
     fpr_at_recall,
     mae,

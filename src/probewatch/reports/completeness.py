@@ -19,8 +19,8 @@ from concept_erasure import LeaceEraser
 
 from probewatch.data.base import Example
 from probewatch.errors import ProbewatchError
-from probewatch.eval.metrics import auroc
 from probewatch.hooks import add_vector
+from probewatch.metrics.scores import auroc
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.base import make_probe
 from probewatch.tokens import encode

@@ -15,8 +15,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import expit
 
-from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
+from probewatch.metrics.platt import fit_platt
 
 
 def _scores(values: ArrayLike, what: str) -> np.ndarray:
@@ -42,10 +43,6 @@ class PlattScaler:
     def fit(cls, scores: ArrayLike, labels: ArrayLike) -> Self:
         """Fit on held-out scores and 0/1 labels (Platt's smoothed targets, so it stays finite
         when the held-out scores separate the classes perfectly)."""
-        # Imported here: `probewatch.probes` pulls in the model stack (transformers), and the
-        # metrics that import this module should stay light.
-        from probewatch.probes.platt import fit_platt
-
         a, b = fit_platt(_scores(scores, "the scores"), labels)
         return cls(a, b)
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from probewatch.eval.completeness import erasure_check
-from probewatch.eval.generalization import combine, generalization_matrix
-from probewatch.eval.report import build_report
 from probewatch.models.loading import LoadedModel
 from probewatch.pipeline import train_probe
+from probewatch.reports.completeness import erasure_check
+from probewatch.reports.generalization import combine, generalization_matrix
+from probewatch.reports.report import build_report
 from probewatch.steer import add_vector
 from tests.helpers import yes_no
 

@@ -2,7 +2,7 @@
 
 AUROC is computed exactly as the Mann-Whitney statistic (ties count one half), so it needs no
 threshold and agrees with scikit-learn's `roc_auc_score`. Threshold metrics use the same flag
-rule as `probewatch.eval.calibration`: an example is flagged when its score > threshold.
+rule as `probewatch.metrics.calibration`: an example is flagged when its score > threshold.
 """
 
 import math
@@ -12,9 +12,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
-from probewatch.data.base import require_binary_labels
 from probewatch.errors import ProbewatchError
-from probewatch.eval.calibration import threshold_at_fpr
+from probewatch.metrics.calibration import threshold_at_fpr
+from probewatch.metrics.labels import require_binary_labels
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from scipy.special import expit
 from sklearn.calibration import calibration_curve
 
 from probewatch.errors import ProbewatchError
-from probewatch.eval.calibration import (
+from probewatch.metrics.calibration import (
     PlattScaler,
     expected_calibration_error,
     false_positive_rate,

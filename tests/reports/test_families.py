@@ -5,8 +5,8 @@ import math
 import pytest
 
 from probewatch.data.base import Dataset, DatasetCard, Example
-from probewatch.eval.families import BINARY_FAMILIES, evaluate_families, positions_for
 from probewatch.models.loading import LoadedModel
+from probewatch.reports.families import BINARY_FAMILIES, evaluate_families, positions_for
 
 
 def test_positions_follow_the_shape_of_the_data() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from probewatch.data.base import Dataset, DatasetCard, require_binary
-from probewatch.eval.metrics import auroc
+from probewatch.metrics.scores import auroc
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.base import make_probe
 
