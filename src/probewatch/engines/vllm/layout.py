@@ -118,15 +118,13 @@ class _Probe(Protocol):
     def artifact(self) -> Any: ...
 
 
-def affine_form(probe: Any, d_model: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(w [d], b) when the probe's score is affine in the activation, else None."""
-    declared = getattr(probe, "affine", None)
-    if callable(declared):
-        weight, bias = declared()
-        return weight.reshape(-1).float(), bias.reshape(-1).float()
-    from probewatch.monitor import _affine_form  # the HF monitor's check, one home
-
-    return _affine_form(probe, d_model)
+def affine_form(probe: Any, _d_model: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(w [d], b) when the probe kind declares its score affine (`Probe.affine()`), else None."""
+    form = probe.affine()
+    if form is None:
+        return None
+    weight, bias = form
+    return weight.reshape(-1).float(), bias.reshape(-1).float()
 
 
 @dataclass
