@@ -32,6 +32,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 if not CHROMIUM.exists():
     pytest.skip(CHROMIUM_MISSING, allow_module_level=True)
 
+# A loaded shared CI machine can take seconds per step: waits are long, assertions stay exact.
+sync_api.expect.set_options(timeout=30_000)
 PROBES = EVERY_KIND
 PROGRESS_MAE = EVERY_KIND["progress"].metrics["mae"]
 N_EVENTS = 500
@@ -117,7 +119,7 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
         "request",
         lambda r: None if r.url.startswith((server.url, "data:")) else elsewhere.append(r.url),
     )
-    pg.set_default_timeout(30_000)
+    pg.set_default_timeout(60_000)
     try:
         yield pg
         assert not errors, f"JavaScript errors on the page: {errors}"
