@@ -16,7 +16,8 @@ keys a card class does not name are kept in `extra`, so nothing written is lost 
 """
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,26 +81,39 @@ def card_header(kind: ArtifactKind, loaded: LoadedModel | None = None) -> dict[s
     return header
 
 
+@contextmanager
+def artifact_directory(
+    kind: ArtifactKind, out: str | Path, overwrite: bool = False
+) -> Iterator[Path]:
+    """A scratch directory that becomes `out` only when the block completes: an existing
+    `out` is refused unless `overwrite`, and replaced only once the new one is whole. For
+    artifacts with more than tensors and a card (a model's `save_pretrained`); finish the
+    block with `write_parts`, so the card is written last."""
+    target = refuse_to_replace(out, overwrite, f"a saved {kind.noun}", "output directory")
+    with atomic_directory(target, overwrite=overwrite) as scratch:
+        yield scratch
+
+
+def write_parts(
+    kind: ArtifactKind, scratch: Path, tensors: Mapping[str, torch.Tensor], card: Mapping[str, Any]
+) -> None:
+    if kind.tensors_file is not None:
+        plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(plain, str(scratch / kind.tensors_file))
+    write_json_atomic(scratch / kind.card_file, dict(card))
+
+
 def save_artifact(
     kind: ArtifactKind,
     out: str | Path,
     tensors: Mapping[str, torch.Tensor],
     card: Mapping[str, Any],
     overwrite: bool = False,
-    write_more: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write the artifact atomically: an existing directory is refused unless `overwrite`, and
-    replaced only once the new one is complete. `write_more(scratch)` adds other files (a
-    model's `save_pretrained`) before the card, which is written last."""
-    target = refuse_to_replace(out, overwrite, f"a saved {kind.noun}", "output directory")
-    with atomic_directory(target, overwrite=overwrite) as scratch:
-        if write_more is not None:
-            write_more(scratch)
-        if kind.tensors_file is not None:
-            plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-            save_file(plain, str(scratch / kind.tensors_file))
-        write_json_atomic(scratch / kind.card_file, dict(card))
-    return target
+    """Write tensors and card atomically; an existing directory is refused unless `overwrite`."""
+    with artifact_directory(kind, out, overwrite) as scratch:
+        write_parts(kind, scratch, tensors, card)
+    return Path(out)
 
 
 def corrupt(kind: ArtifactKind, path: Path, problem: str) -> ProbewatchError:

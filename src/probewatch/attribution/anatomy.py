@@ -22,14 +22,8 @@ import torch
 from torch import nn
 
 from probewatch.errors import ProbewatchError
+from probewatch.hooks import hidden_of
 from probewatch.sites import Site, layer_list, resolve_module
-
-
-def _hidden(output: Any) -> torch.Tensor:
-    tensor = output[0] if isinstance(output, tuple | list) else output
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"module returned {type(output).__name__}, not a tensor")
-    return tensor
 
 
 def _is_projection(module: nn.Module) -> bool:
@@ -68,8 +62,8 @@ class FrozenNorm:
             else:
                 # At a large constant input the RMS is the constant itself (eps is negligible).
                 big = torch.full((1, d_model), 1e3, device=device, dtype=dtype)
-                self.bias = _hidden(module(torch.zeros_like(big)))[0].double()
-                self.gain = (_hidden(module(big))[0].double() - self.bias).detach()
+                self.bias = hidden_of(module(torch.zeros_like(big)))[0].double()
+                self.gain = (hidden_of(module(big))[0].double() - self.bias).detach()
 
     def centre(self, x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(dim=-1, keepdim=True) if self.centred else x
@@ -150,7 +144,7 @@ def anatomy(model: nn.Module) -> Anatomy:
 def _recorder(calls: list[nn.Module], outputs: dict[nn.Module, torch.Tensor]) -> Any:
     def hook(module: nn.Module, _args: Any, output: Any) -> None:
         calls.append(module)
-        outputs[module] = _hidden(output)
+        outputs[module] = hidden_of(output)
 
     return hook
 
@@ -168,7 +162,7 @@ def _discover(model: nn.Module) -> Anatomy:
     handles = []
 
     def record(module: nn.Module, args: Any, output: Any) -> None:
-        outputs[module] = _hidden(output)
+        outputs[module] = hidden_of(output)
         if args and isinstance(args[0], torch.Tensor):
             inputs[module] = args[0]
 

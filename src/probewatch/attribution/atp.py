@@ -29,17 +29,16 @@ from probewatch.attribution.patching import (
     PatchResult,
     Sources,
     SweepSpec,
-    _hidden,
     _hooks,
     _last,
     _module_for,
     _probe_read,
-    _replace_hidden,
     check_pairs,
     patch_sweep,
     record_sources,
 )
 from probewatch.attribution.recording import model_kwargs
+from probewatch.hooks import hidden_of, with_hidden
 from probewatch.sites import Site, layer_list, resolve_module
 from probewatch.tokens import Batch
 
@@ -51,7 +50,7 @@ def _component_hooks(
     detaches layer `drop_layer`'s attention and MLP outputs."""
 
     def embed_hook(_m: nn.Module, _a: Any, output: Any) -> Any:
-        return _hidden(output).detach().requires_grad_(True)
+        return hidden_of(output).detach().requires_grad_(True)
 
     pairs: list[tuple[nn.Module, Any, bool]] = []
     pairs.append((resolve_module(anat.model, Site("embed")), embed_hook, False))
@@ -72,12 +71,12 @@ def _component_hooks(
                 def post(
                     _m: nn.Module, _a: Any, output: Any, key: Any = key, drop: bool = drop
                 ) -> Any:
-                    hidden = _hidden(output)
+                    hidden = hidden_of(output)
                     if drop:  # GradDrop: no gradient flows through this layer's contribution
                         hidden = hidden.detach().requires_grad_(True)
                     hidden.retain_grad()
                     kept[key] = hidden
-                    return _replace_hidden(output, hidden) if drop else None
+                    return with_hidden(output, hidden) if drop else None
 
                 pairs.append((module, post, False))
     return pairs
@@ -96,7 +95,7 @@ def _gradients(
         target = anat.final_norm.module if probe_layer is None else blocks[probe_layer]
 
         def grab(_m: nn.Module, _a: Any, output: Any) -> None:
-            read["acts"] = _hidden(output)
+            read["acts"] = hidden_of(output)
 
         pairs.append((target, grab, False))
     flags = [p.requires_grad for p in anat.model.parameters()]

@@ -26,6 +26,7 @@ from probewatch.attribution.anatomy import Anatomy, anatomy
 from probewatch.attribution.metrics import Metric, check_metric
 from probewatch.attribution.recording import model_kwargs
 from probewatch.errors import ProbewatchError
+from probewatch.hooks import hidden_of, with_hidden
 from probewatch.sites import layer_list, parse_site
 from probewatch.tokens import Batch
 
@@ -79,20 +80,6 @@ def _module_for(anat: Anatomy, component: str, layer: int) -> tuple[nn.Module, b
     return block.out_proj, True
 
 
-def _hidden(value: Any) -> torch.Tensor:
-    tensor = value[0] if isinstance(value, tuple | list) else value
-    assert isinstance(tensor, torch.Tensor)
-    return tensor
-
-
-def _replace_hidden(value: Any, hidden: torch.Tensor) -> Any:
-    if isinstance(value, tuple):
-        return (hidden, *value[1:])
-    if isinstance(value, list):
-        return [hidden, *value[1:]]
-    return hidden
-
-
 @contextmanager
 def _hooks(pairs: Sequence[tuple[nn.Module, Any, bool]]) -> Iterator[None]:
     """Register (module, hook, is_pre) and remove exactly these handles afterwards."""
@@ -139,7 +126,7 @@ def record_sources(loaded: Any, batch: Batch, probe_sites: Sequence[str] = ()) -
                 a: Any, b: Any, c: Any = None, key: tuple[str, int] = (component, layer)
             ) -> None:
                 value = (a[0] if a else b["hidden_states"]) if c is None else c
-                acts[key] = _hidden(value).detach()
+                acts[key] = hidden_of(value).detach()
 
             if is_input:
                 pairs.append((module, lambda _m, a, k, keep=keep: keep(a, k), True))
@@ -191,7 +178,7 @@ class _Replayer:
 
     def block_input(self, layer: int) -> torch.Tensor:
         args, kwargs = self.calls[layer]
-        return _hidden(args[0] if args else kwargs["hidden_states"])
+        return hidden_of(args[0] if args else kwargs["hidden_states"])
 
     def run(self, start: int, hidden: torch.Tensor, stop: int | None = None) -> torch.Tensor:
         """Blocks start..stop-1 on `hidden` ([copies·B, T, d]); returns their output."""
@@ -204,7 +191,7 @@ class _Replayer:
                 args = (hidden, *args[1:])
             else:
                 kwargs["hidden_states"] = hidden
-            hidden = _hidden(self.blocks[layer](*args, **kwargs))
+            hidden = hidden_of(self.blocks[layer](*args, **kwargs))
         return hidden
 
 
@@ -399,7 +386,7 @@ def _run_group(ctx: "_Sweep", layer: int, component: str, cells: Sequence[Cell])
         else:
 
             def post(_m: nn.Module, _args: Any, output: Any) -> Any:
-                return _replace_hidden(output, write(_hidden(output), anat.n_heads))
+                return with_hidden(output, write(hidden_of(output), anat.n_heads))
 
             hooks = [(module, post, False)]
     with _hooks(hooks):
@@ -509,7 +496,7 @@ def patch_reference(loaded: Any, base: Batch, sources: Sources, metric: Metric, 
         return ((write(args[0], anat.n_heads), *args[1:]), kwargs)
 
     def post(_m: nn.Module, _args: Any, output: Any) -> Any:
-        return _replace_hidden(output, write(_hidden(output), anat.n_heads))
+        return with_hidden(output, write(hidden_of(output), anat.n_heads))
 
     hooks: list[tuple[nn.Module, Any, bool]] = [(module, pre if is_input else post, is_input)]
     probe_layer, probe_final = _probe_read(anat, metric)
@@ -518,7 +505,7 @@ def patch_reference(loaded: Any, base: Batch, sources: Sources, metric: Metric, 
         target = anat.final_norm.module if probe_layer is None else blocks[probe_layer]
 
         def grab(_m: nn.Module, _args: Any, output: Any) -> None:
-            read["acts"] = _hidden(output)
+            read["acts"] = hidden_of(output)
 
         hooks.append((target, grab, False))
     with _hooks(hooks):

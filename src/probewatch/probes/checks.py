@@ -3,6 +3,7 @@
 import torch
 
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.labels import require_binary_labels
 
 
 def require_features(x: torch.Tensor, what: str = "the activations", ndim: int = 2) -> None:
@@ -40,3 +41,11 @@ def require_targets(y: torch.Tensor, n: int, what: str = "the labels") -> None:
         )
     if not torch.isfinite(y.double()).all():
         raise ProbewatchError(f"{what} contain NaN or infinite values", hint="clean the labels")
+
+
+def require_binary_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Training data for a binary probe: finite [N, d] activations and one 0/1 label per row,
+    both classes present."""
+    require_features(x)
+    require_targets(y, x.shape[0])
+    require_binary_labels(y, "the training data")

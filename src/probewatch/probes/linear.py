@@ -10,9 +10,8 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
 from probewatch.errors import ProbewatchError
-from probewatch.metrics.labels import require_binary_labels
 from probewatch.probes.base import AffineProbe, register
-from probewatch.probes.checks import require_features, require_targets
+from probewatch.probes.checks import require_binary_data
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 0.05, 0.1, 1.0, 10.0)
 
@@ -80,9 +79,7 @@ class LogisticProbe(AffineProbe):
         return min(c for c, loss in zip(self.c_grid, losses, strict=True) if loss == best), losses
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
-        require_features(x)
-        require_targets(y, x.shape[0])
-        require_binary_labels(y, "the training data")
+        require_binary_data(x, y)
         x64 = x.double()
         mean = x64.mean(dim=0)
         scale = x64.std(dim=0).clamp_min(1e-6)

@@ -12,10 +12,9 @@ import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from probewatch.errors import ProbewatchError
-from probewatch.metrics.labels import require_binary_labels
 from probewatch.metrics.platt import fit_platt
 from probewatch.probes.base import AffineProbe, register
-from probewatch.probes.checks import require_features, require_targets
+from probewatch.probes.checks import require_binary_data
 
 COVARIANCES = ("none", "iid")
 
@@ -62,9 +61,7 @@ class MassMeanProbe(AffineProbe):
         self.selected_shrinkage: float | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
-        require_features(x)
-        require_targets(y, x.shape[0])
-        require_binary_labels(y, "the training data")
+        require_binary_data(x, y)
         x64, pos = x.double(), y > 0.5
         mu_pos, mu_neg = x64[pos].mean(dim=0), x64[~pos].mean(dim=0)
         diff = mu_pos - mu_neg

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from probewatch.errors import ProbewatchError
-from probewatch.metrics.labels import require_binary_labels
 from probewatch.probes.base import Probe, register
-from probewatch.probes.checks import require_features, require_targets
+from probewatch.probes.checks import require_binary_data
 from probewatch.probes.training import TrainSettings, fit_early_stopping, uniform_init
 
 _NAMES = ("scaler.mean", "scaler.scale", "hidden.weight", "hidden.bias", "out.weight", "out.bias")
@@ -41,9 +40,7 @@ class MLPProbe(Probe):
         self.best_epoch: int | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
-        require_features(x)
-        require_targets(y, x.shape[0])
-        require_binary_labels(y, "the training data")
+        require_binary_data(x, y)
         x32, target = x.float(), y.float()
         mean, scale = x32.mean(dim=0), x32.std(dim=0).nan_to_num(1.0).clamp_min(1e-6)
         z = (x32 - mean) / scale

@@ -12,10 +12,9 @@ from typing import Any, Self
 import torch
 
 from probewatch.errors import ProbewatchError
-from probewatch.metrics.labels import require_binary_labels
 from probewatch.metrics.platt import fit_platt
 from probewatch.probes.base import AffineProbe, register
-from probewatch.probes.checks import require_features, require_targets
+from probewatch.probes.checks import require_binary_data
 
 
 def _cycled(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -58,9 +57,7 @@ class PCADiffProbe(AffineProbe):
         self.explained: float | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
-        require_features(x)
-        require_targets(y, x.shape[0])
-        require_binary_labels(y, "the training data")
+        require_binary_data(x, y)
         x64, pos = x.double(), y > 0.5
         x_pos, x_neg = x64[pos], x64[~pos]
         n = self.n_pairs or max(len(x_pos), len(x_neg))

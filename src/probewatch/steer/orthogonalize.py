@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from probewatch.artifacts import ORTHOGONALIZED, card_header, save_artifact
+from probewatch.artifacts import ORTHOGONALIZED, artifact_directory, card_header, write_parts
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import refuse_to_replace
@@ -142,9 +142,9 @@ def save_orthogonalized(
         "vector_card": card,
     }
 
-    def write_model(scratch: Path) -> None:
+    with artifact_directory(ORTHOGONALIZED, target, overwrite) as scratch:
         with orthogonalized(loaded, unit):
             loaded.model.save_pretrained(scratch)
         loaded.tokenizer.save_pretrained(scratch)
-
-    return save_artifact(ORTHOGONALIZED, target, {"direction": unit}, note, overwrite, write_model)
+        write_parts(ORTHOGONALIZED, scratch, {"direction": unit}, note)
+    return target
