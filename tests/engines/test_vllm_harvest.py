@@ -55,7 +55,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     loaded = load_model("default")
     options = {"positions": "all", "batch_size": 4, "progress": False}
     hf = harvest(loaded, _dataset(), SITES, root / "hf", **options)
-    choice = EngineChoice(engine="vllm", vllm_max_model_len=256)
+    # Eager: prompt-only harvesting gains little from compiling, and the two Ray actors
+    # compiling at once took minutes (the compiled path is what test_vllm_serve checks).
+    choice = EngineChoice(engine="vllm", vllm_max_model_len=256, vllm_eager=True)
     one = harvest_vllm(loaded, _dataset(), root / "vllm", {"sites": SITES, **options}, choice)
     return {"hf": hf, "vllm": one, "root": root, "loaded": loaded, "choice": choice}
 
