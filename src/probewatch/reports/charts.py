@@ -19,11 +19,11 @@ def _scale(
 def _frame(
     title: str,
     body: str,
-    x_label: str,
-    y_label: str,
+    labels: tuple[str, str],
     x_range: tuple[float, float],
     y_range: tuple[float, float],
 ) -> str:
+    x_label, y_label = labels
     ticks = []
     for frac in (0.0, 0.5, 1.0):
         x = PAD + frac * (WIDTH - 2 * PAD)
@@ -48,10 +48,10 @@ def line_chart(
     title: str,
     xs: Sequence[float],
     series: dict[str, Sequence[float]],
-    x_label: str,
-    y_label: str,
+    labels: tuple[str, str],
     y_range: tuple[float, float] | None = None,
 ) -> str:
+    """Lines of `series` over `xs`; `labels` = (x axis, y axis)."""
     finite = [v for ys in series.values() for v in ys if np.isfinite(v)]
     lo, hi = y_range or (min(finite, default=0.0), max(finite, default=1.0))
     px = _scale(xs, min(xs), max(xs), PAD, WIDTH - PAD)
@@ -65,7 +65,7 @@ def line_chart(
             f'<text x="{PAD + 6}" y="{PAD + 14 + 14 * i}" fill="{color}" class="legend">'
             f"{html.escape(name)}</text>"
         )
-    return _frame(title, "".join(body + legend), x_label, y_label, (min(xs), max(xs)), (lo, hi))
+    return _frame(title, "".join(body + legend), labels, (min(xs), max(xs)), (lo, hi))
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[list[float], list[float]]:
@@ -89,7 +89,8 @@ def roc_chart(title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> s
             f'<text x="{WIDTH - PAD - 6}" y="{HEIGHT - PAD - 10 - 14 * i}" fill="{color}" '
             f'class="legend end">{html.escape(name)}</text>'
         )
-    return _frame(title, "".join(body), "false positive rate", "true positive rate", (0, 1), (0, 1))
+    axes = ("false positive rate", "true positive rate")
+    return _frame(title, "".join(body), axes, (0, 1), (0, 1))
 
 
 def histogram_chart(
@@ -121,8 +122,7 @@ def histogram_chart(
     return _frame(
         title,
         "".join(body),
-        "probe score (logit)",
-        "fraction of class",
+        ("probe score (logit)", "fraction of class"),
         (float(edges[0]), float(edges[-1])),
         (0, top),
     )

@@ -165,8 +165,7 @@ def render_html(data: dict[str, Any], result: TrainResult) -> str:
                 "validation": [r["val_auroc"] for r in sweep],
                 "test": [r["test_auroc"] for r in sweep],
             },
-            "site index (" + ", ".join(r["site"] for r in sweep[:1]) + " …)",
-            "AUROC",
+            ("site index (" + ", ".join(r["site"] for r in sweep[:1]) + " …)", "AUROC"),
             (0.0, 1.0),
         ),
         charts.roc_chart("ROC, held-out test", {"test": (result.test_scores, result.test_labels)}),
@@ -188,16 +187,14 @@ def render_html(data: dict[str, Any], result: TrainResult) -> str:
                 "Reliability: raw sigmoid(score)",
                 raw_x,
                 {"raw": raw_y, "ideal": raw_x},
-                "predicted",
-                "observed",
+                ("predicted", "observed"),
                 (0, 1),
             )
             + charts.line_chart(
                 "Reliability: after Platt (fit on validation)",
                 cal_x,
                 {"calibrated": cal_y, "ideal": cal_x},
-                "predicted",
-                "observed",
+                ("predicted", "observed"),
                 (0, 1),
             )
         )
@@ -236,8 +233,7 @@ def render_html(data: dict[str, Any], result: TrainResult) -> str:
                     "random dir, true": steer["random_true_logodds"],
                     "random dir, false": steer["random_false_logodds"],
                 },
-                "strength (std of activations along the direction)",
-                "mean log-odds",
+                ("strength (std of activations along the direction)", "mean log-odds"),
             )
             + _kv(
                 {
