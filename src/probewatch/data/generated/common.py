@@ -1,12 +1,13 @@
 """What the generated builders share: stable selection and splits, cards, class checks."""
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from probewatch.data import common
 from probewatch.data.base import DatasetCard, Example, label_counts
+from probewatch.data.common import stable_hash
 from probewatch.data.generated.generate import GenerationSettings, generated_by
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
@@ -15,13 +16,10 @@ T = TypeVar("T")
 TEST_ONE_IN = 5  # about one group in five goes to test
 
 
-def stable_hash(*parts: object) -> int:
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16)
-
-
 def split_for(group: str, seed: int) -> str:
-    """Decided by the group alone, so a group lands on the same side whatever else is built."""
-    return "test" if stable_hash("split", seed, group) % TEST_ONE_IN == 0 else "train"
+    """Decided by the group alone, so a group lands on the same side whatever else is built
+    (the one hashed split of data/common.py, at one group in TEST_ONE_IN)."""
+    return common.split_for(group, seed, TEST_ONE_IN)
 
 
 def split_rule(unit: str) -> str:
