@@ -6,6 +6,7 @@ removed in `finally`.
 """
 
 import inspect
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,8 +83,11 @@ class RowRecorder:
         self.rows = rows
         self.kept: dict[str, torch.Tensor] = {}
         self._handles: list[RemovableHandle] = []
+        self._owner = threading.get_ident()
 
     def _keep(self, name: str, value: Any) -> None:
+        if threading.get_ident() != self._owner:
+            return  # another thread's forward on the same model (a server generating)
         tensor = _tensor(value)
         device = tensor.device
         self.kept[name] = tensor[self.rows.example.to(device), self.rows.token.to(device)].detach()

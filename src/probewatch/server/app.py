@@ -21,7 +21,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.paths import cache_dir
 from probewatch.server.config import ServerConfig
 from probewatch.server.errors import Redactor, install_handlers
-from probewatch.server.routes import chat, events, meta, probes
+from probewatch.server.routes import attribution, chat, events, meta, probes
 from probewatch.server.schemas import ChatChunk
 from probewatch.server.security import BodyLimit, Guard
 from probewatch.server.state import EngineFactory, ServerState, configured_engine
@@ -51,7 +51,7 @@ def create_app(
     )
     app.state.server = state
     app.openapi = _openapi(app)  # type: ignore[method-assign]
-    for router in (meta.router, chat.router, probes.router, events.router):
+    for router in (meta.router, chat.router, probes.router, events.router, attribution.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=meta.STATIC), name="static")
     roots = (config.probes_dir, config.vectors_dir, state.events.path.parent, cache_dir())

@@ -12,6 +12,7 @@ import { bindConversation, updateButtons } from "./conversation.js";
 import { el } from "./dom.js";
 import { bindHistory, loadEvents } from "./history.js";
 import { bindInspector } from "./inspector.js";
+import "./attribution.js";
 import "./legend.js";
 import { bindProbes, loadProbes } from "./probes.js";
 import { bindSettings } from "./settings.js";
