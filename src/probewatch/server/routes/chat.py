@@ -49,7 +49,13 @@ STREAM_DOC = {
     "description": "with `stream: true`: Server-Sent Events, one `data: <ChatChunk>` per "
     "chunk (the first before any token, with the prompt scores), then `data: [DONE]`; a "
     "stream that fails after it started ends with `data: <ErrorBody>`",
-    "schema": {"type": "string"},
+    # One Server-Sent Event (as OpenAPI 3.2's itemSchema reads a stream): its data is a
+    # ChatChunk or an ErrorBody as JSON, or the literal [DONE].
+    "schema": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+    },
     "x-chunk-schema": {"$ref": "#/components/schemas/ChatChunk"},
 }
 
@@ -91,17 +97,19 @@ async def prepare(body: ChatRequest, parts: Ready, state: ServerState) -> Genera
     served = parts.probes.probes
     unknown = [p for p in body.probes or [] if p not in served]
     if unknown:
-        raise ApiError(400, f"unknown probes {unknown}; served: {sorted(served)}")
+        raise ApiError(404, f"unknown probes {unknown}; served: {sorted(served)}", "not_found")
+    for asked in (body.max_tokens, body.max_completion_tokens):
+        if asked is not None and asked > config.max_output_tokens:
+            limit = config.max_output_tokens
+            raise ApiError(400, f"max_tokens {asked} is over this server's limit of {limit}")
     requested = body.max_completion_tokens or body.max_tokens
     max_tokens = requested or min(config.default_max_tokens, config.max_output_tokens)
-    if max_tokens > config.max_output_tokens:
-        raise ApiError(
-            400,
-            f"max_tokens {max_tokens} is over this server's limit of {config.max_output_tokens}",
-        )
     steering = None
     if body.steering:
         vector, strength = body.steering.vector, body.steering.strength
+        if vector not in parts.vectors.vectors:
+            known = ", ".join(sorted(parts.vectors.vectors)) or "none"
+            raise ApiError(404, f"unknown steering vector {vector!r}; served: {known}", "not_found")
         additions = tuple(parts.vectors.steering(vector, strength))
         steering = SteeringChoice(vector, strength, additions)
     messages = [m.model_dump() for m in body.messages]

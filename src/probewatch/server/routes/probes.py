@@ -3,10 +3,11 @@
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Response, UploadFile
 
 from probewatch.errors import ProbewatchError
 from probewatch.server.errors import ApiError, responses
+from probewatch.server.registry import NAME
 from probewatch.server.schemas import ProbeInfo, ProbesListing
 from probewatch.server.state import Ready, ready_parts
 
@@ -32,7 +33,7 @@ async def list_probes(parts: Parts) -> ProbesListing:
 )
 async def upload_probe(
     parts: Parts,
-    name: Annotated[str, Form(max_length=64)],
+    name: Annotated[str, Form(pattern=NAME.pattern, description="1-64 letters, digits, . _ -")],
     card: Annotated[UploadFile, File(description="card.json")],
     weights: Annotated[UploadFile, File(description="weights.safetensors (never pickle)")],
 ) -> ProbeInfo:
@@ -55,7 +56,7 @@ async def upload_probe(
     response_class=Response,
     responses=responses(400, 401, 403, 404, 503),
 )
-async def delete_probe(parts: Parts, name: str) -> Response:
+async def delete_probe(parts: Parts, name: Annotated[str, Path(pattern=NAME.pattern)]) -> Response:
     try:
         await asyncio.to_thread(parts.probes.delete, name)
     except KeyError as exc:

@@ -1,0 +1,1 @@
+"""The long reliability suite (`make reliability`); the fast part is tests/server/."""
