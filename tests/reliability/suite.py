@@ -55,6 +55,9 @@ config = ServerConfig(model=str(root / "model"), probes_dir=root / "probes", eve
 uvicorn.run(create_app(config), host="127.0.0.1", port=port, log_level="error")
 """
 CHAT = "/v1/chat/completions"
+# One torch thread per process: on a shared 2-core machine, spinning OpenMP workers of several
+# processes slow each other down far more than they help a tiny model.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -78,9 +81,9 @@ class Served:
             [sys.executable, "-c", SERVER, str(root), str(self.port), str(db)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            env=ENV,
         )
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/health", timeout=5).status_code == 200:
@@ -203,10 +206,11 @@ def disconnects(report: Report, root: Path, quick: bool) -> None:
     db = root / "disconnects.sqlite"
     served = Served(root, db)
     n = 5 if quick else 20
-    waits, exact = [], 0
+    waits: list[float] = []
+    extra: list[int | None] = []  # tokens written beyond those the client read, or None
     try:
         ask_once(served.url, "warm up", 2)
-        reference = ask_once(served.url, "reference", 2)[1]
+        reference = ask_once(served.url, "reference", 200)[1]  # what waiting would cost
         for i in range(n):
             sent = []
             request = body(f"leave {i}", 200, True)
@@ -218,22 +222,30 @@ def disconnects(report: Report, root: Path, quick: bool) -> None:
                     if len(sent) == 4:  # the role chunk and three tokens
                         break
             waits.append(ask_once(served.url, f"next {i}", 2)[1])
-            exact += _cancelled_as_sent(db, f"leave {i}", "".join(sent[1:]), 3)
+            extra.append(_cancelled_as_sent(db, f"leave {i}", "".join(sent[1:]), 3))
     finally:
         served.stop()
+    ok = [e for e in extra if e is not None]
     report.figures["disconnects"] = {
         "count": n,
-        "events_cancelled_with_tokens_sent": exact,
+        "events_cancelled_with_the_text_read": len(ok),
+        "tokens_written_after_the_last_read_max": max(ok, default=None),
         "next_request_p50_s": round(statistics.median(waits), 3),
         "next_request_max_s": round(max(waits), 3),
-        "lone_request_s": round(reference, 3),
+        "full_200_token_answer_s": round(reference, 3),
     }
-    report.check(exact == n, f"{n} disconnects: every event cancelled with exactly the tokens sent")
-    # A 200-token answer takes seconds here; a next request that waited for it would show it.
-    report.check(max(waits) < reference * 5 + 1.0, "the next request is served at once")
+    report.check(
+        len(ok) == n and max(ok) <= 2,
+        f"{n} disconnects: every event cancelled, its text what the client read plus at most 2 "
+        "tokens already on the wire",
+    )
+    # A next request that waited for the abandoned 200-token answer would take about as long.
+    report.check(max(waits) < reference / 2, "the next request is served at once")
 
 
-def _cancelled_as_sent(db: Path, prompt: str, text: str, n_tokens: int) -> bool:
+def _cancelled_as_sent(db: Path, prompt: str, text: str, n_tokens: int) -> int | None:
+    """Tokens the event has beyond the `n_tokens` the client read (None: not cancelled, or
+    its text does not start with what the client read)."""
     deadline = time.time() + 10
     while time.time() < deadline:
         with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -242,9 +254,11 @@ def _cancelled_as_sent(db: Path, prompt: str, text: str, n_tokens: int) -> bool:
                 (f'%"{prompt}"%',),
             ).fetchall()
         if rows:
-            return rows[0] == ("cancelled", text, n_tokens)
+            reason, response, stored = rows[0]
+            ok = reason == "cancelled" and response.startswith(text) and stored >= n_tokens
+            return stored - n_tokens if ok else None
         time.sleep(0.1)
-    return False
+    return None
 
 
 def kills(report: Report, root: Path, quick: bool) -> None:
@@ -321,7 +335,7 @@ def writer_kills(report: Report, root: Path, quick: bool) -> None:
                 args,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                env=ENV,
             )
             time.sleep(rng.uniform(2.0, 9.0))
             finished = process.poll() is not None
@@ -505,7 +519,10 @@ def main() -> int:
         loaded.tokenizer.save_pretrained(root / "model")
         make_probes(loaded, root / "probes")
         for name in chosen:
-            SECTIONS[name](report, root, args.quick)
+            try:
+                SECTIONS[name](report, root, args.quick)
+            except Exception as exc:  # a broken section is a failed check, the rest still run
+                report.check(False, f"{name} raised {type(exc).__name__}: {exc}")
     report.figures["wall_s"] = round(time.monotonic() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report.figures, indent=2) + "\n")

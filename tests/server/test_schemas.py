@@ -134,7 +134,9 @@ def test_stop_cancels_generation_on_the_server(served: Server) -> None:
         assert time.monotonic() < deadline, "the cancelled event was never written"
         time.sleep(0.05)
     assert event["finish_reason"] == "cancelled"
-    assert event["response"] == "".join(sent) and event["n_tokens"] == 3
+    # What the client read, plus at most a token or two the server wrote before it saw the
+    # connection close (bytes in flight are "sent"; nothing beyond them is logged).
+    assert event["response"].startswith("".join(sent)) and 3 <= event["n_tokens"] <= 5
     assert engine.stats.cancelled == before + 1
     # Generation stopped within a step of the client leaving (2 tokens are the next request's).
     assert engine.stats.tokens - tokens_before - 2 <= len(sent) - 1 + 2

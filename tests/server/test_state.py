@@ -4,7 +4,7 @@ event log takes writes again; huge prompts are refused without stalling the even
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +95,19 @@ def test_a_huge_prompt_is_counted_off_the_event_loop(hostile: Server) -> None:
             httpx.get(hostile.url + "/health", timeout=30)
             slowest = max(slowest, time.monotonic() - started)
 
+    quiet = max(_timed(lambda: httpx.get(hostile.url + "/health", timeout=30)) for _ in range(10))
+
     poller = threading.Thread(target=poll)
     poller.start()
     reply = httpx.post(hostile.url + CHAT, json=body, timeout=120)
     done.set()
     poller.join()
     assert reply.status_code == 400 and "tokens" in reply.json()["error"]["message"]
-    assert slowest < 1.0, slowest
+    # Tokenizing it on the loop stalled /health for 2.9 s; a busy machine's own noise is `quiet`.
+    assert slowest < quiet + 1.0, (slowest, quiet)
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started

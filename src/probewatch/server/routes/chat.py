@@ -171,6 +171,7 @@ class Relay:
                         last = item.step  # held back: the last token waits for the commit
                     else:
                         yield self._token_chunk(item.step)
+                        self.sent.append(item.step)  # resumed: the server wrote it
                 elif isinstance(item, Finished):
                     assert last is not None
                     event_id = await asyncio.to_thread(self._record, item, [*self.sent, last])
@@ -194,7 +195,6 @@ class Relay:
             alerts=self._alerts(step.alerts),
             progress=step.progress,
         )
-        self.sent.append(step)
         return self._chunk({"content": step.text}, None, payload)
 
     def _final_chunk(self, step: TokenStep, done: Finished, event_id: str) -> str:
