@@ -210,7 +210,7 @@ def disconnects(report: Report, root: Path, quick: bool) -> None:
     extra: list[int | None] = []  # tokens written beyond those the client read, or None
     try:
         ask_once(served.url, "warm up", 2)
-        reference = ask_once(served.url, "reference", 200)[1]  # what waiting would cost
+        reference = ask_once(served.url, "reference", 200)[1]
         for i in range(n):
             sent = []
             request = body(f"leave {i}", 200, True)
@@ -239,8 +239,9 @@ def disconnects(report: Report, root: Path, quick: bool) -> None:
         f"{n} disconnects: every event cancelled, its text what the client read plus at most 2 "
         "tokens already on the wire",
     )
-    # A next request that waited for the abandoned 200-token answer would take about as long.
-    report.check(max(waits) < reference / 2, "the next request is served at once")
+    # The tiny random model may stop early on its own, so the bound is absolute: a request that
+    # waited for abandoned generations (27 s before the fix) would not make it.
+    report.check(max(waits) < 2.0, "the next request is served at once (under 2 s)")
 
 
 def _cancelled_as_sent(db: Path, prompt: str, text: str, n_tokens: int) -> int | None:
