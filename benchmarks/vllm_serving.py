@@ -92,8 +92,8 @@ def bench_engines(loaded: LoadedModel, rounds: int, clients: tuple[int, ...]) ->
         }
         plain = loop.run_until_complete(_make(AsyncLLM, AsyncEngineArgs(**args)))
         rates: dict[str, dict[int, list[float]]] = {"monitored": {}, "plain": {}}
-        for n in (1, *clients):  # the first, 1-client pass warms both up and is dropped
-            warm = n == 1 and not rates["plain"]
+        for i, n in enumerate((1, *clients)):  # the first pass warms both up, dropped
+            warm = i == 0
             for r in range(rounds if not warm else 1):
                 order = ("monitored", "plain") if r % 2 == 0 else ("plain", "monitored")
                 for name in order:

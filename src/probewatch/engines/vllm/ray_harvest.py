@@ -12,9 +12,12 @@ same order as a store harvested in one process. Rows travel into Ray as JSON, no
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from safetensors.torch import load_file, save_file
 
 from probewatch.capture import ActivationCapture
 from probewatch.config import EngineChoice
@@ -63,9 +66,29 @@ class PartHarvester:
                 capture=self.capture,
                 **{**options, "progress": False},
             )
+            _shift_examples(self.out / part, int(first))
             parts["part"].append(part)
             parts["first_example"].append(int(first))
         return parts
+
+
+def _shift_examples(root: Path, first: int) -> None:
+    """A part's shards number its examples from 0; the whole store's from `first` (done once,
+    recorded in the part's manifest, so a resumed run does not shift twice)."""
+    manifest = ActivationStore.open(root).manifest
+    if manifest.get("example_offset") == first:
+        return
+    for shard in manifest["shards"]:
+        path = root / shard["file"]
+        tensors = load_file(str(path))
+        tensors["example_index"] = tensors["example_index"] + (
+            first - manifest.get("example_offset", 0)
+        )
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    manifest["example_offset"] = first
+    write_json_atomic(root / MANIFEST, manifest)
 
 
 def ray_harvest(
