@@ -138,8 +138,7 @@ def _direction(
     target: Target, anat: Anatomy, kept: dict[str, torch.Tensor], rows: Rows, logits: Any
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """(u [N, d] in the readout space, constant rows, the model's own target [N])."""
-    unembed = anat.unembed.double()
-    bias = anat.unembed_bias.double() if anat.unembed_bias is not None else None
+    bias = anat.unembed_bias.detach().double() if anat.unembed_bias is not None else None
     consts: dict[str, torch.Tensor] = {}
     if isinstance(target, ProbeScore):
         weight, probe_bias = affine_form(target.probe.probe, anat.d_model)
@@ -148,19 +147,26 @@ def _direction(
         consts["probe_bias"] = probe_bias.expand(len(rows)).clone()
         return weight.to(read.device)[None].expand(len(rows), -1), consts, own
     model_logits = logits[rows.example, rows.token].double()
-    raw = kept["final_out"].double() @ unembed.T + (bias if bias is not None else 0.0)
+    normed = kept["final_out"].double()
+
+    def unembed(ids: torch.Tensor) -> torch.Tensor:  # rows of W_U in float64, never all of it
+        return anat.unembed.detach()[ids].double()
+
+    def raw_at(ids: torch.Tensor) -> torch.Tensor:  # pre-cap logits of one token per row
+        return (normed * unembed(ids)).sum(-1) + (bias[ids] if bias is not None else 0.0)
+
     if isinstance(target, LogitDiff):
         correct = per_row(target.correct, rows.example, "correct token")
-        u = unembed[correct]
+        u = unembed(correct)
         own = model_logits.gather(1, correct[:, None])[:, 0]
-        raw_target = raw.gather(1, correct[:, None])[:, 0]
+        raw_target = raw_at(correct)
         if bias is not None:
             consts["unembed_bias"] = bias[correct]
         if target.wrong is not None:
             wrong = per_row(target.wrong, rows.example, "wrong token")
-            u = u - unembed[wrong]
+            u = u - unembed(wrong)
             own = own - model_logits.gather(1, wrong[:, None])[:, 0]
-            raw_target = raw_target - raw.gather(1, wrong[:, None])[:, 0]
+            raw_target = raw_target - raw_at(wrong)
             if bias is not None:
                 consts["unembed_bias"] = consts["unembed_bias"] - bias[wrong]
         if anat.softcap is not None:
@@ -170,7 +176,9 @@ def _direction(
     token = per_row(target.token, rows.example, "token")
     probs = torch.softmax(model_logits, dim=-1)
     own = torch.log_softmax(model_logits, dim=-1).gather(1, token[:, None])[:, 0]
-    u = unembed[token] - probs @ unembed
+    full = anat.unembed.detach().double()  # the softmax needs every row
+    raw = normed @ full.T + (bias if bias is not None else 0.0)
+    u = full[token] - probs @ full
     linear = raw.gather(1, token[:, None])[:, 0] - (probs * raw).sum(-1)
     if bias is not None:
         consts["unembed_bias"] = bias[token] - probs @ bias
