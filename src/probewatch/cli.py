@@ -17,7 +17,13 @@ from probewatch.paths import refuse_to_replace
 
 DEMO_DIR = Path("runs/demo")
 # Verbs that live in their own module `cli_<verb>.py`, each with register(subparsers).
-VERB_MODULES = ("probewatch.server.events_cli", "probewatch.cli_steer", "probewatch.cli_attribute")
+VERB_MODULES = (
+    "probewatch.server.events_cli",
+    "probewatch.cli_steer",
+    "probewatch.cli_attribute",
+    "probewatch.cli_organism",
+    "probewatch.cli_compare",
+)
 
 
 def _print_json(data: Any) -> None:

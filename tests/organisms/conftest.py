@@ -1,0 +1,5 @@
+"""Tiny-model organism builds run on one torch thread (see tests/one_thread.py)."""
+
+from tests.one_thread import one_thread
+
+__all__ = ["one_thread"]
