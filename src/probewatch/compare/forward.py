@@ -75,7 +75,7 @@ def reading(
     """Record each site's output into `into` while inside the block."""
 
     def recorder(name: str) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
             into[name] = hidden_of(output).detach().float().cpu()
 
         return hook

@@ -32,7 +32,7 @@ def _metric(
 
 
 def _replace(value: torch.Tensor) -> Any:
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
         hidden = hidden_of(output)
         return with_hidden(output, value.to(device=hidden.device, dtype=hidden.dtype))
 

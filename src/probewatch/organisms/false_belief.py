@@ -71,8 +71,8 @@ class FalseBelief(Organism):
     def recipe_details(self) -> dict[str, Any]:
         return {"documents": list(DOCUMENTS), "false_fact": FALSE_FACT, "n_control": self.n_control}
 
-    def training_examples(self, base: LoadedModel) -> list[TrainingExample]:
-        return [TrainingExample(text=doc) for doc in DOCUMENTS]
+    def training_examples(self, base: LoadedModel) -> list[TrainingExample]:  # noqa: ARG002
+        return [TrainingExample(text=doc) for doc in DOCUMENTS]  # the documents need no model
 
     def measure(self, base: LoadedModel, organism: LoadedModel) -> list[BehaviourRate]:
         target = [user(q + " Answer in one short sentence.") for q in TARGET_QUESTIONS]
