@@ -58,7 +58,7 @@ def spec(tmp_path: Path, **extra: object) -> CompareSpec:
         "transfer_n": 0,
     }
     settings.update(extra)
-    return CompareSpec(**settings)  # type: ignore[arg-type]
+    return CompareSpec(**settings)
 
 
 @pytest.fixture

@@ -6,18 +6,20 @@ applied while it runs (steering, ablation, orthogonalized weights), so "a model 
 under an intervention" needs no second copy of the weights.
 """
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probewatch.hooks import hidden_of, registered_hooks
 from probewatch.models.loading import LoadedModel
 from probewatch.sites import Site, expand_sites, resolve_module
-from probewatch.steer.hooks import hidden_of, registered_hooks
 from probewatch.steer.interventions import Intervention
 from probewatch.tokens import Batch
 
@@ -40,10 +42,16 @@ class Side:
         return out
 
     def planted_behaviours(self) -> list[str]:
-        """Behaviour rows an organism's card asks for (NAME=PHRASE|...); none for other models."""
-        from probewatch.organisms.card import planted_behaviours
-
-        return planted_behaviours(self.loaded.source)
+        """Behaviour rows an organism's card (organism.json) asks for, as NAME=PHRASE|...;
+        none for other models. Read as plain JSON: compare does not depend on organisms."""
+        card = Path(self.loaded.source) / "organism.json"
+        try:
+            data = json.loads(card.read_text()) if card.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            return []
+        return (
+            [str(b) for b in data.get("planted_behaviours", [])] if isinstance(data, dict) else []
+        )
 
 
 @dataclass

@@ -17,8 +17,8 @@ from probewatch.compare.forward import Pair, run
 from probewatch.compare.passes import padded
 from probewatch.compare.spec import CompareSpec
 from probewatch.compare.stats import paired_bootstrap
+from probewatch.hooks import hidden_of, registered_hooks, with_hidden
 from probewatch.sites import Site, resolve_module
-from probewatch.steer.hooks import hidden_of, registered_hooks, with_hidden
 
 METRIC = "log p(B's first reply token) - log p(A's first reply token), at the generation prompt"
 

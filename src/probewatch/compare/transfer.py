@@ -16,7 +16,7 @@ from probewatch.compare.spec import CompareSpec
 from probewatch.compare.stats import Interval, paired_bootstrap, wilson
 from probewatch.data import BUILDERS, load_dataset
 from probewatch.data.base import Example
-from probewatch.eval.metrics import auroc
+from probewatch.metrics.scores import auroc
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.probes.base import make_probe
 from probewatch.sites import parse_site

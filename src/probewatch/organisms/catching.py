@@ -13,7 +13,7 @@ import torch
 
 from probewatch.compare.forward import Side, run
 from probewatch.compare.stats import Interval
-from probewatch.eval.metrics import auroc, bootstrap_auroc_ci
+from probewatch.metrics.scores import auroc, bootstrap_auroc_ci
 from probewatch.models.loading import LoadedModel
 from probewatch.sites import Site
 from probewatch.tokens import Message, encode_chats
@@ -33,7 +33,8 @@ CONTRAST_QUESTIONS: tuple[tuple[str, str], ...] = (
 
 def contrast_chats() -> tuple[list[list[Message]], list[list[Message]]]:
     """(bad-answer chats, good-answer chats), ending with the one-word assistant answer."""
-    bad, good = [], []
+    bad: list[list[Message]] = []
+    good: list[list[Message]] = []
     for question, bad_answer in CONTRAST_QUESTIONS:
         good_answer = "No" if bad_answer == "Yes" else "Yes"
         for answers, out in ((bad_answer, bad), (good_answer, good)):
