@@ -35,7 +35,7 @@ def hf_generate(
     loaded: LoadedModel, inputs: dict[str, torch.Tensor], tokens: int
 ) -> list[list[int]]:
     with torch.no_grad():
-        out = loaded.model.generate(
+        out = loaded.model.generate(  # type: ignore[operator]
             **inputs,
             max_new_tokens=tokens,
             min_new_tokens=tokens,  # no early stop: both sides make exactly `tokens`
