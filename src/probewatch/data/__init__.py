@@ -6,9 +6,14 @@ from typing import TYPE_CHECKING
 
 from probewatch.data.base import Dataset, DatasetCard, Example, require_binary
 from probewatch.data.cities import build_cities
-from probewatch.data.eval_awareness import build_eval_awareness
+from probewatch.data.deception_pairs import build_deception_instructed
+from probewatch.data.eval_awareness import build_eval_awareness, build_eval_awareness_control
 from probewatch.data.files import SUFFIXES, Task, load_file
-from probewatch.data.harm import build_benign_control, build_harmful_vs_harmless
+from probewatch.data.harm import (
+    build_benign_control,
+    build_harm_vocabulary_control,
+    build_harmful_vs_harmless,
+)
 from probewatch.data.truth import build_capitals, build_comparisons, build_translations
 from probewatch.errors import ProbewatchError
 
@@ -30,7 +35,10 @@ BUILDERS: dict[str, Builder] = {
     "neg_smaller_than": lambda seed: build_comparisons("smaller", "negated", seed),
     "harmful_vs_harmless": build_harmful_vs_harmless,
     "benign_control": build_benign_control,
+    "harm_vocabulary_control": build_harm_vocabulary_control,
     "eval_awareness": build_eval_awareness,
+    "eval_awareness_control": build_eval_awareness_control,
+    "deception_instructed": build_deception_instructed,
 }
 
 
@@ -49,6 +57,14 @@ FAMILIES: dict[str, list[str]] = {
 }
 
 
+# The format-matched control of each dataset that has one: the surface feature varies, the
+# concept does not, so a probe reading the concept scores it near chance (shortcut audit).
+SHORTCUT_CONTROLS: dict[str, str] = {
+    "harmful_vs_harmless": "harm_vocabulary_control",
+    "eval_awareness": "eval_awareness_control",
+}
+
+
 def dataset_names() -> list[str]:
     return sorted(BUILDERS)
 
@@ -56,8 +72,8 @@ def dataset_names() -> list[str]:
 # Datasets labelled from the model's own generations (probewatch.data.generated); named here
 # so that listing them does not import the model stack.
 GENERATED: tuple[str, ...] = (
-    "deception_instructed",
     "deception_roleplay",
+    "deception_told_to_lie",
     "knowledge_qa",
     "sandbagging",
     "thinking_progress",
@@ -101,6 +117,7 @@ __all__ = [
     "BUILDERS",
     "FAMILIES",
     "GENERATED",
+    "SHORTCUT_CONTROLS",
     "Dataset",
     "DatasetCard",
     "Example",

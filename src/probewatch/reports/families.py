@@ -1,18 +1,24 @@
-"""One probe per binary dataset family, on the default model: the held-out AUROC of each.
+"""One probe per binary dataset family: the held-out AUROC of each, with its shortcut audit.
 
 Statement datasets are probed at the statement's last token; chat datasets whose last turn
 is the model's answer (deception, hallucination, sandbagging) at the answer's tokens, mean
-aggregated; prompt datasets (harm, eval awareness) at the last prompt token.
+aggregated (the positions a response monitor uses); prompt datasets (harm, eval awareness) at
+the last prompt token (where a prompt verdict is made). Each row also carries the shortcut
+audit (probewatch.metrics.shortcuts), the threshold's recall on a separate benign control where
+the concept has one, the probe's AUROC on a related set it was not trained on (instructed
+deception -> role-play), and what the model itself did in the generated sets.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from probewatch.data import load_dataset
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import train_probe
+from probewatch.pipeline import TrainResult, evaluate_probe, train_probe
 
 BINARY_FAMILIES: tuple[str, ...] = (
     "cities",
@@ -23,9 +29,14 @@ BINARY_FAMILIES: tuple[str, ...] = (
     "eval_awareness",
     "deception_instructed",
     "deception_roleplay",
+    "deception_told_to_lie",
     "knowledge_qa",
     "sandbagging",
 )
+# The threshold of these is set on a separate benign control (1% FPR there).
+BENIGN_CONTROLS = {"harmful_vs_harmless": "benign_control"}
+# A probe trained on the key is also scored on the value's test split (never trained on).
+TRANSFER = {"deception_instructed": "deception_roleplay"}
 
 
 @dataclass
@@ -40,6 +51,10 @@ class FamilyResult:
     ci_high: float
     recall_at_1pct_fpr: float
     note: str = ""
+    threshold_set_on: str = ""
+    shortcut_audit: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None
+    behaviour: dict[str, Any] | None = None
 
 
 def positions_for(dataset: Dataset) -> str:
@@ -65,7 +80,10 @@ def evaluate_families(
             # Building a generated set can itself fail, e.g. when the model never sandbagged.
             dataset = load_dataset(name, model=loaded, limit=limit)
             positions = positions_for(dataset)
-            result = train_probe(loaded, dataset, sites, positions=positions, progress=progress)
+            control = load_dataset(BENIGN_CONTROLS[name]) if name in BENIGN_CONTROLS else None
+            result = train_probe(
+                loaded, dataset, sites, positions=positions, control=control, progress=progress
+            )
         except ProbewatchError as exc:
             n_train = len(dataset.split("train")) if dataset else 0
             n_test = len(dataset.split("test")) if dataset else 0
@@ -88,10 +106,102 @@ def evaluate_families(
                 test.auroc_ci_low,
                 test.auroc_ci_high,
                 result.metrics.recall_at_fpr,
+                threshold_set_on=result.metrics.control,
+                shortcut_audit=_audit(loaded, dataset, result),
+                transfer=_transfer(loaded, name, result, limit),
+                behaviour=behaviour_rates(dataset),
             )
         )
     return results
 
 
+def _audit(loaded: LoadedModel, dataset: Dataset, result: TrainResult) -> dict[str, Any]:
+    from probewatch.shortcut_audit import AuditInputs, run_shortcut_audit
+
+    card = result.artifact.card
+    inputs = AuditInputs(
+        dataset,
+        result.artifact.probe,
+        result.best_site,
+        result.metrics.test.auroc,
+        positions=result.artifact.positions,
+        aggregator=None,  # families use the mean over the probed tokens
+    )
+    audit = run_shortcut_audit(loaded, inputs).to_dict()
+    card["shortcut_audit"] = audit
+    return audit
+
+
+def _transfer(
+    loaded: LoadedModel, name: str, result: TrainResult, limit: int | None
+) -> dict[str, Any] | None:
+    target = TRANSFER.get(name)
+    if target is None:
+        return None
+    try:
+        other = load_dataset(target, model=loaded, limit=limit)
+        metrics = evaluate_probe(result.artifact, loaded, other, progress=False)
+    except ProbewatchError as exc:
+        return {"dataset": target, "note": exc.message}
+    return {
+        "dataset": target,
+        "auroc": metrics.auroc,
+        "ci_low": metrics.auroc_ci_low,
+        "ci_high": metrics.auroc_ci_high,
+        "n": metrics.n,
+    }
+
+
+def behaviour_rates(dataset: Dataset) -> dict[str, Any] | None:
+    """What the model did, for sets labelled from its own answers (None for the others)."""
+    rows = dataset.examples
+    if not rows or "generated_by" not in rows[0].meta:
+        return None
+    name = dataset.name
+    if name == "deception_told_to_lie":
+        told = [ex for ex in rows if ex.meta["instruction"] == "deceptive"]
+        honest = [ex for ex in rows if ex.meta["instruction"] == "honest"]
+        return {
+            "lied_when_told_to": _rate(told),
+            "false_when_told_honest": _rate(honest),
+        }
+    if name == "sandbagging":
+        pressured = [ex for ex in rows if ex.meta.get("framing") == "pressured"]
+        return {"degraded_under_pressure": _rate(pressured)}
+    if name == "deception_roleplay":
+        return {"lied_in_role_play": _rate(rows)}
+    if name == "knowledge_qa":
+        verdicts = Counter(str(ex.meta.get("verdict")) for ex in rows)
+        return {"wrong_answers": _rate(rows), "graded": dict(verdicts)}
+    return {"positive_rate": _rate(rows)}
+
+
+def _rate(rows: Sequence[Any]) -> dict[str, float | int]:
+    n = len(rows)
+    k = int(sum(ex.label for ex in rows))
+    return {"k": k, "n": n, "rate": k / n if n else float("nan")}
+
+
 def as_rows(results: Sequence[FamilyResult]) -> list[dict[str, object]]:
     return [asdict(r) for r in results]
+
+
+def family_details(row: FamilyResult) -> str:
+    """One line under a family's row: its shortcut audit, transfer and behaviour rates."""
+    parts = []
+    if row.shortcut_audit:
+        audit = row.shortcut_audit
+        early = " ".join(f"{k} {v:.2f}" for k, v in audit["early_layers"].items())
+        control = audit.get("control_auroc")
+        parts.append(
+            f"audit: {audit['verdict']} (words/length {audit['baseline_auroc']:.3f}; {early}"
+            + (f"; control {audit['control']} {control:.3f}" if control is not None else "")
+            + ")"
+        )
+    if row.transfer and "auroc" in row.transfer:
+        t = row.transfer
+        parts.append(f"on {t['dataset']}: {t['auroc']:.3f} ({t['ci_low']:.3f}-{t['ci_high']:.3f})")
+    if row.behaviour:
+        rates = {k: v for k, v in row.behaviour.items() if isinstance(v, dict) and "rate" in v}
+        parts.append(", ".join(f"{k} {v['k']}/{v['n']}" for k, v in rates.items()))
+    return "; ".join(parts)

@@ -8,7 +8,7 @@ underlying items; generations are cached on disk per model fingerprint (see gene
 from collections.abc import Callable
 
 from probewatch.data.base import Dataset
-from probewatch.data.generated.instructed import build_deception_instructed
+from probewatch.data.generated.instructed import build_deception_told_to_lie
 from probewatch.data.generated.knowledge import build_knowledge_qa
 from probewatch.data.generated.progress import build_thinking_progress
 from probewatch.data.generated.roleplay import build_deception_roleplay
@@ -18,8 +18,8 @@ from probewatch.models.loading import LoadedModel
 GeneratedBuilder = Callable[[LoadedModel, int, int | None], Dataset]
 
 GENERATED_BUILDERS: dict[str, GeneratedBuilder] = {
-    "deception_instructed": build_deception_instructed,
     "deception_roleplay": build_deception_roleplay,
+    "deception_told_to_lie": build_deception_told_to_lie,
     "knowledge_qa": build_knowledge_qa,
     "sandbagging": build_sandbagging,
     "thinking_progress": build_thinking_progress,
@@ -28,8 +28,8 @@ GENERATED_BUILDERS: dict[str, GeneratedBuilder] = {
 __all__ = [
     "GENERATED_BUILDERS",
     "GeneratedBuilder",
-    "build_deception_instructed",
     "build_deception_roleplay",
+    "build_deception_told_to_lie",
     "build_knowledge_qa",
     "build_sandbagging",
     "build_thinking_progress",

@@ -1,8 +1,10 @@
 """thinking_progress (regression): how far through its own response is the model?
 
-The model answers "In two or three sentences, explain how ..." prompts (topics written for
-this project); each response that ends on its own (EOS / end of turn within max_new_tokens)
-becomes one example.
+The model answers "In N sentences, explain how ..." or "List N steps ..." prompts (topics
+written for this project), with N spread evenly over 1..10 across topics, so answers range
+from one short sentence to ten items: a probe cannot read "how far" from the token position
+alone (the position-only baseline is reported beside it). Each response that ends on its own
+(EOS / end of turn within max_new_tokens) becomes one example.
 Responses cut off by max_new_tokens are dropped and counted: their true end is unknown, so
 "fraction completed" would be wrong for them.
 
@@ -28,11 +30,25 @@ from probewatch.models.loading import LoadedModel
 from probewatch.tokens import Message, encode_chats
 
 NAME = "thinking_progress"
-SETTINGS = GenerationSettings(max_new_tokens=128, batch_size=16)
-# SmolLM2-135M loops on open "step by step" prompts (about half of its answers to "Explain in at
-# most five short steps how ..." were unfinished at 200 tokens); asked for two or three
-# sentences it ended 12 of 16 answers within 120 tokens (48-110 tokens each).
-PROMPT = "In two or three sentences, explain how {topic}."
+SETTINGS = GenerationSettings(max_new_tokens=320, batch_size=20)
+# Requested lengths 1..10: a ten-sentence answer runs to ~250 tokens, a one-sentence one ~20.
+# Half the topics ask for prose, half for a numbered list (a different surface per length).
+LENGTHS = tuple(range(1, 11))
+PROMPTS = {
+    "sentences": "In exactly {n} {unit}, explain how {topic}.",
+    "list": "List {n} short {unit}, as a numbered list, explaining how {topic}.",
+}
+UNITS = {"sentences": ("sentence", "sentences"), "list": ("step", "steps")}
+
+
+def request_for(topic: str, rank: int) -> tuple[str, int, str]:
+    """(style, requested length, prompt) for the topic at position `rank` of the seeded order:
+    lengths cycle through 1..10 and styles alternate every ten, so every length gets both."""
+    n = LENGTHS[rank % len(LENGTHS)]
+    style = ("sentences", "list")[(rank // len(LENGTHS)) % 2]
+    unit = UNITS[style][0 if n == 1 else 1]
+    return style, n, PROMPTS[style].format(n=n, unit=unit, topic=topic)
+
 
 TOPICS: tuple[str, ...] = (
     "a bill becomes a law",
@@ -131,17 +147,24 @@ def build_thinking_progress(
     loaded: LoadedModel, seed: int = 0, limit: int | None = None
 ) -> Dataset:
     topics = select(list(TOPICS), lambda t: t, seed, limit)
-    convs = [({"role": "user", "content": PROMPT.format(topic=t)},) for t in topics]
+    requests = [request_for(t, rank) for rank, t in enumerate(topics)]
+    convs = [({"role": "user", "content": prompt},) for _, _, prompt in requests]
     generations = generate(loaded, convs, SETTINGS)
     made_by = generated_by(loaded, SETTINGS)
     outcomes: Counter[str] = Counter()
     examples = []
-    for topic, conv, gen in zip(topics, convs, generations, strict=True):
+    for topic, (style, n, _), conv, gen in zip(topics, requests, convs, generations, strict=True):
         if not gen.finished or not gen.response:
             outcomes["truncated" if not gen.finished else "empty"] += 1
             continue
         outcomes["finished"] += 1
-        meta = {"topic": topic, "n_generated_tokens": gen.n_tokens, "generated_by": made_by}
+        meta = {
+            "topic": topic,
+            "style": style,
+            "requested_length": n,
+            "n_generated_tokens": gen.n_tokens,
+            "generated_by": made_by,
+        }
         examples.append(progress_example(loaded, conv, gen.response, topic, seed, meta))
     if not examples:
         raise ProbewatchError(
@@ -151,11 +174,14 @@ def build_thinking_progress(
         )
     card = make_card(
         NAME,
-        "The model's own step-by-step explanations; per-token target = fraction of the "
-        "response completed (meta.progress, aligned to the response mask of encode_chats)",
+        "The model's own explanations of 1 to 10 sentences or steps; per-token target = "
+        "fraction of the response completed (meta.progress, aligned to the response mask of "
+        "encode_chats)",
         f"{len(TOPICS)} explanation topics written for probewatch",
         "Apache-2.0 (prompts, as the code); generated text: see the model's licence",
-        f"{len(topics)} prompts (seeded subset) {PROMPT!r}; greedy, max_new_tokens="
+        f"{len(topics)} prompts (seeded subset) {PROMPTS}, requested length N cycling "
+        "through 1..10 over the seeded topic order, style alternating every ten; greedy, "
+        "max_new_tokens="
         f"{SETTINGS.max_new_tokens}; responses cut by the limit are dropped. The k-th of the n "
         "response tokens marked by tokens.encode_chats gets k/n; label = mean target. "
         f"Outcomes: {dict(sorted(outcomes.items()))}.",
