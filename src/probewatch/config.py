@@ -56,6 +56,12 @@ def parse_named(text: str) -> dict[str, Any]:
     return {"name": name.strip(), **parse_options(rest)}
 
 
+def as_positions(value: str) -> Positions:
+    """`value` checked against the Positions choices (for values read from a card)."""
+    _choice(value, get_args(Positions), "positions")
+    return value  # type: ignore[return-value]  # checked just above
+
+
 def _at_least(config: object, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
@@ -183,12 +189,14 @@ class ProbeSpec(DataSource):
     """false-positive rate the alarm threshold is set at"""
     batch_size: int = 32
     """examples per forward pass while harvesting"""
-    n_boot: int = field(default=1000, metadata={"cli": False})
-    """bootstrap resamples of the test confidence interval"""
+    n_boot: int | None = field(default=None, metadata={"cli": False})
+    """bootstrap resamples of the test confidence interval (default: 1000 binary, 500
+    regression)"""
     scope: Scope = "response"
     """monitoring: judge the prompt (before generation) or the response, token by token"""
-    monitor_aggregator: str = "ema_max:alpha=0.3"
-    """monitoring: how a response's token scores become its running score"""
+    monitor_aggregator: str | None = None
+    """monitoring: how a response's token scores become its running score (default: the
+    training aggregator, else the monitor's ema_max; last for regression)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -203,7 +211,8 @@ class ProbeSpec(DataSource):
         # Parse now so a typo fails before any model work.
         self.probe_options()
         self.aggregator_config()
-        self.monitor_aggregator_config()
+        if self.monitor_aggregator:
+            self.monitor_aggregator_config()
 
     def probe_options(self) -> dict[str, Any]:
         return parse_options(self.probe_config)
@@ -211,8 +220,8 @@ class ProbeSpec(DataSource):
     def aggregator_config(self) -> dict[str, Any]:
         return parse_named(self.aggregator)
 
-    def monitor_aggregator_config(self) -> dict[str, Any]:
-        return parse_named(self.monitor_aggregator)
+    def monitor_aggregator_config(self) -> dict[str, Any] | None:
+        return parse_named(self.monitor_aggregator) if self.monitor_aggregator else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the card's `recipe`)."""
@@ -227,17 +236,25 @@ class ProbeSpec(DataSource):
 
 
 @dataclass(kw_only=True)
-class EvalSpec(DataSource):
-    """Score a saved probe on a built-in dataset's split or on every row of your file."""
+class EvalOptions:
+    """How a saved probe is scored."""
+
+    split: str = "test"
+    """split of a built-in dataset to score (every row of your file is scored)"""
+    allow_model_mismatch: bool = False
+    """score with other weights than the probe was trained on (recorded as a warning)"""
+    n_boot: int = field(default=1000, metadata={"cli": False})
+    """bootstrap resamples of the AUROC confidence interval"""
+
+
+@dataclass(kw_only=True)
+class EvalSpec(EvalOptions, DataSource):
+    """What `probewatch eval` writes and shows besides the metrics."""
 
     probe: Path = field(metadata={"positional": True})
     """probe directory"""
-    split: str = "test"
-    """split of a built-in dataset (a file's rows are all scored)"""
-    allow_model_mismatch: bool = False
-    """score with other weights than the probe was trained on (recorded as a warning)"""
     scores_out: Path | None = None
-    """write every row's score, label and prediction to this CSV/JSONL file"""
+    """write every row's score, label and prediction to this .csv or .jsonl file"""
     worst: int = 5
     """show this many of the most confident mistakes"""
 
@@ -245,10 +262,13 @@ class EvalSpec(DataSource):
         super().__post_init__()
         self.probe = Path(self.probe)
         if not (self.probe / "card.json").is_file():
+            what = "not a probe directory (no card.json)" if self.probe.exists() else "missing"
             raise ProbewatchError(
-                f"{self.probe} is not a probe directory (no card.json)",
+                f"no probe directory at {self.probe}: {what}",
                 hint="pass a directory written by `probewatch train`",
             )
+        if self.file is not None:
+            self.split = "test"  # a user's file is scored whole (its rows are test rows)
         if self.scores_out is not None:
             self.scores_out = Path(self.scores_out)
             if self.scores_out.suffix.lower() not in (".csv", ".jsonl"):
@@ -257,6 +277,11 @@ class EvalSpec(DataSource):
                     hint="end the file name in .csv or .jsonl",
                 )
         _at_least(self, 0, "worst")
+
+    def options(self) -> EvalOptions:
+        return EvalOptions(
+            split=self.split, allow_model_mismatch=self.allow_model_mismatch, n_boot=self.n_boot
+        )
 
 
 @dataclass(kw_only=True)
@@ -293,8 +318,9 @@ class EngineChoice:
 class HarvestSpec(DataSource, EngineChoice):
     """Stream the activations of a dataset to an on-disk store (with `engine`: through vLLM)."""
 
-    out: Path
-    """store directory (an interrupted run resumes)"""
+    out: Path | None = None
+    """store directory; an interrupted run resumes (default: the user cache, reused by
+    later runs on the same model, data and positions)"""
     sites: str = "all"
     """sites to capture: all, resid.*, resid.10-14 or a comma list"""
     positions: Positions = "last"
@@ -305,14 +331,17 @@ class HarvestSpec(DataSource, EngineChoice):
     """storage precision"""
     max_shard_mb: float = 256.0
     """largest shard file, in MiB"""
+    overwrite: bool = False
+    """replace an existing store made with other settings (otherwise it is refused)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.out = Path(self.out)
+        self.out = Path(self.out) if self.out is not None else None
         _choice(self.positions, get_args(Positions), "positions")
         _choice(self.dtype, get_args(Dtype), "dtype")
         _at_least(self, 1, "batch_size")
-        _at_least(self, 0.001, "max_shard_mb")
+        if self.max_shard_mb <= 0:
+            raise ProbewatchError("max_shard_mb must be positive", hint="e.g. --max-shard-mb 256")
         self._check_engine()
 
 
@@ -380,6 +409,8 @@ class AuditSpec:
     """prompts per forward pass"""
     seed: int = 0
     """seed of the prompt sample and the bootstrap"""
+    allow_model_mismatch: bool = False
+    """use a vector or probe made on other weights (recorded in the output)"""
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "n", "max_new_tokens", "batch_size")

@@ -7,14 +7,16 @@ from typing import Any
 
 import numpy as np
 
+from probewatch.config import HarvestSpec, as_positions
 from probewatch.data import SHORTCUT_CONTROLS, load_dataset
 from probewatch.data.base import Dataset, Example
 from probewatch.metrics.scores import auroc
 from probewatch.metrics.shortcuts import EARLY_SITES, ShortcutAudit, surface_baseline_auroc
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import harvest_cached, per_example
 from probewatch.probes.aggregators import Aggregator
 from probewatch.probes.base import Probe, make_probe
+from probewatch.store import harvest
+from probewatch.training import per_example
 
 
 @dataclass
@@ -57,9 +59,8 @@ def early_layer_aurocs(
     loaded: LoadedModel, inputs: AuditInputs, progress: bool = False
 ) -> dict[str, float]:
     """Test AUROC of the same kind of probe, fitted on the train split, at each early site."""
-    store = harvest_cached(
-        loaded, inputs.dataset, list(EARLY_SITES), inputs.positions, progress=progress
-    )
+    read = HarvestSpec(sites=",".join(EARLY_SITES), positions=as_positions(inputs.positions))
+    store = harvest(loaded, inputs.dataset, read, progress=progress)
     out = {}
     for site in EARLY_SITES:
         stored = store.load(site)
@@ -74,7 +75,8 @@ def control_auroc(
     loaded: LoadedModel, inputs: AuditInputs, control: Dataset, progress: bool = False
 ) -> float:
     """The chosen probe's AUROC on the control's surface labels (near 0.5 is good)."""
-    store = harvest_cached(loaded, control, [inputs.site], inputs.positions, progress=progress)
+    read = HarvestSpec(sites=inputs.site, positions=as_positions(inputs.positions))
+    store = harvest(loaded, control, read, progress=progress)
     stored = store.load(inputs.site)
     scores, labels, _ = per_example(inputs.probe.score(stored.acts), stored, inputs.aggregator)
     return _safe_auroc(scores, labels)

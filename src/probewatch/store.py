@@ -13,10 +13,11 @@ continues from the first example not in one. Memory holds at most one shard's wo
 """
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,17 @@ from tqdm import tqdm
 
 from probewatch import __version__
 from probewatch.capture import ActivationCapture
+from probewatch.config import HarvestSpec
 from probewatch.data.base import SPLITS, Dataset, Example
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.paths import write_json_atomic
+from probewatch.paths import cache_dir, write_json_atomic
+from probewatch.sites import expand_sites
 from probewatch.tokens import Batch, encode, encode_chats
 
 FORMAT = "probewatch-activations/1"
 MANIFEST = "manifest.json"
+VALIDATION_ONE_IN = 5  # one train group in five validates the layer choice
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -63,14 +67,7 @@ class StoredSite:
     split: torch.Tensor  # [N] int8, index into SPLITS
 
     def rows(self, split: str) -> "StoredSite":
-        keep = self.split == SPLITS.index(split)
-        return StoredSite(
-            self.acts[keep],
-            self.example_index[keep],
-            self.token_index[keep],
-            self.label[keep],
-            self.split[keep],
-        )
+        return split_rows(self, self.split == SPLITS.index(split))
 
 
 class ActivationStore:
@@ -187,41 +184,37 @@ def _write_shard(
 def harvest(
     loaded: LoadedModel,
     dataset: Dataset,
-    sites: str | list[str],
-    out: str | Path,
-    positions: str = "last",
-    batch_size: int = 32,
-    max_shard_mb: float = 256.0,
-    dtype: str = "float32",
-    overwrite: bool = False,
+    spec: HarvestSpec,
+    *,
     progress: bool = True,
     capture: Any = None,
 ) -> ActivationStore:
-    """Capture `sites` at `positions` for every example of `dataset` into a store at `out`.
+    """Capture `spec.sites` at `spec.positions` for every example of `dataset` into a store
+    at `spec.out`, or, with `out=None`, into the user cache, where a finished store of the
+    same model, data and positions (with at least these sites) is reused.
 
     Running it again with the same arguments after an interruption resumes; with different
-    arguments it refuses (unless `overwrite`) rather than mixing incompatible activations.
+    arguments it refuses (unless `spec.overwrite`) rather than mixing incompatible activations.
     `capture` is another engine's capture with ActivationCapture's interface (`site_names`,
     `run(batch) -> Captured`), already started, e.g. `engines.vllm.harvest.VllmCapture`.
     """
-    if dtype not in DTYPES:
-        raise ProbewatchError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
-    if batch_size < 1:
-        raise ProbewatchError("batch_size must be at least 1")
+    if spec.out is None:
+        return _harvest_cached(loaded, dataset, spec, progress)
     if not dataset.examples:
         raise ProbewatchError(f"dataset {dataset.name!r} has no examples")
-    root = Path(out)
+    positions, dtype, batch_size = spec.positions, spec.dtype, spec.batch_size
+    root = Path(spec.out)
     with (
         contextlib.nullcontext(capture)
         if capture
-        else ActivationCapture(loaded.model, sites, positions=positions) as capture
+        else ActivationCapture(loaded.model, spec.sites, positions=positions) as capture
     ):
-        spec = _spec(loaded, dataset, capture.site_names, positions, dtype)
-        manifest = _start_or_resume(root, spec, overwrite)
+        settings = _spec(loaded, dataset, capture.site_names, positions, dtype)
+        manifest = _start_or_resume(root, settings, spec.overwrite)
         done = sum(shard["n_examples"] for shard in manifest["shards"])
         examples = dataset.examples
         bytes_per_row = len(capture.site_names) * loaded.d_model * DTYPES[dtype].itemsize
-        max_rows = max(1, int(max_shard_mb * 2**20 // bytes_per_row))
+        max_rows = max(1, int(spec.max_shard_mb * 2**20 // bytes_per_row))
         buffers: dict[str, list[torch.Tensor]] = {k: [] for k in (*capture.site_names, *_ROW_KEYS)}
         buffered_rows = buffered_examples = 0
         bar = tqdm(
@@ -309,3 +302,67 @@ def _start_or_resume(root: Path, spec: dict[str, Any], overwrite: bool) -> dict[
     }
     write_json_atomic(manifest_file, manifest)
     return manifest
+
+
+def store_path(
+    loaded: LoadedModel, dataset: Dataset, sites: Sequence[str], spec: HarvestSpec
+) -> Path:
+    """Where the user cache keeps the store of these inputs."""
+    sites_key = hashlib.sha256(",".join(sites).encode()).hexdigest()[:8]
+    dtype = "" if spec.dtype == "float32" else f"-{spec.dtype}"  # float32 paths predate dtype
+    return (
+        cache_dir()
+        / "activations"
+        / f"{loaded.name}-{loaded.fingerprint[:8]}"
+        / f"{dataset.name}-{dataset.hash}-{spec.positions}{dtype}-{sites_key}"
+    )
+
+
+def _harvest_cached(
+    loaded: LoadedModel, dataset: Dataset, spec: HarvestSpec, progress: bool
+) -> ActivationStore:
+    names = [site.name for site in expand_sites(spec.sites, loaded.n_layers)]
+    path = store_path(loaded, dataset, names, spec)
+    if (path / MANIFEST).is_file():
+        store = ActivationStore.open(path)
+        if store.complete:
+            return store
+    # A finished store of the same model, data and positions with more sites serves too
+    # (e.g. one site of an all-layer sweep).
+    for candidate in sorted(path.parent.glob(path.name.rsplit("-", 1)[0] + "-*")):
+        try:
+            other = ActivationStore.open(candidate)
+        except ProbewatchError:
+            continue
+        if other.complete and set(names) <= set(other.sites):
+            return other
+    return harvest(loaded, dataset, replace(spec, out=path), progress=progress)
+
+
+def token_order(stored: StoredSite) -> torch.Tensor:
+    """Row order that groups rows by example and sorts each example's rows by token."""
+    if stored.token_index.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    span = int(stored.token_index.max()) + 1
+    return torch.argsort(stored.example_index * span + stored.token_index)
+
+
+def split_rows(stored: StoredSite, mask: torch.Tensor) -> StoredSite:
+    """The rows of `stored` where `mask` is true."""
+    return StoredSite(
+        stored.acts[mask],
+        stored.example_index[mask],
+        stored.token_index[mask],
+        stored.label[mask],
+        stored.split[mask],
+    )
+
+
+def validation_mask(stored: StoredSite, dataset: Dataset, seed: int) -> torch.Tensor:
+    """Rows of the validation part: one group in VALIDATION_ONE_IN, by a hash of the group,
+    so no group (a city, a prompt family) is on both sides of the layer choice."""
+    groups = [dataset.examples[i].group or str(i) for i in stored.example_index.tolist()]
+    digest = {
+        g: int(hashlib.sha256(f"val:{seed}:{g}".encode()).hexdigest()[:8], 16) for g in set(groups)
+    }
+    return torch.tensor([digest[g] % VALIDATION_ONE_IN == 0 for g in groups])

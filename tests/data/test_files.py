@@ -10,7 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from probewatch.config import FileColumns
 from probewatch.data import load_dataset, load_file
+from probewatch.data.files import needs_split, split_by_group
 from probewatch.errors import ProbewatchError
 from tests.helpers import write
 
@@ -71,9 +73,10 @@ def test_regression_labels_auto_and_explicit(tmp_path: Path) -> None:
     assert auto.card.task == "regression"
     assert [ex.label for ex in auto.examples] == [0.25, 1.0, 3.5]
     path = write(tmp_path / "stars.csv", "text,label\na,1\nb,5\nc,3\n")
-    explicit = load_file(path, task="regression")
+    explicit = load_file(path, FileColumns(task="regression"))
     assert [ex.label for ex in explicit.examples] == [1.0, 5.0, 3.0]
-    assert load_dataset(str(path), task="regression").card.task == "regression"
+    regression = FileColumns(task="regression")
+    assert load_dataset(str(path), columns=regression).card.task == "regression"
     # Integers outside 0/1 are a typo in a binary file until the user says regression.
     with pytest.raises(ProbewatchError, match="line 3: label '5'") as info:
         load_file(path)
@@ -84,7 +87,7 @@ def test_one_class_files_are_refused_unless_allowed(tmp_path: Path) -> None:
     path = write(tmp_path / "one.csv", "text,label\na,1\nb,1\n")
     with pytest.raises(ProbewatchError, match="only one class"):
         load_file(path)
-    assert len(load_file(path, allow_one_class=True).examples) == 2
+    assert len(load_file(path, FileColumns(allow_one_class=True)).examples) == 2
     with pytest.raises(ProbewatchError, match=re.escape("every label is 0.5")):
         load_file(write(tmp_path / "flat.csv", "text,label\na,0.5\nb,0.5\n"))
 
@@ -157,6 +160,23 @@ def test_parquet_without_pyarrow_gives_an_install_hint(
 def test_unknown_task_and_missing_file(tmp_path: Path) -> None:
     path = write(tmp_path / "a.csv", "text,label\na,1\nb,0\n")
     with pytest.raises(ProbewatchError, match="unknown task"):
-        load_file(path, task="ranking")
+        load_file(path, FileColumns(task="ranking"))
     with pytest.raises(ProbewatchError, match="no such file"):
         load_file(tmp_path / "missing.csv")
+
+
+def test_a_file_without_a_split_column_is_split_by_group_for_training(tmp_path: Path) -> None:
+    rows = "".join(f"claim {i},{i % 2},g{i // 4}\n" for i in range(200))
+    path = write(tmp_path / "mine.csv", "text,label,group\n" + rows)
+    data = load_file(path)
+    assert needs_split(data) and {e.split for e in data.examples} == {"test"}
+    split = split_by_group(data, seed=0)
+    assert not needs_split(split) and "by group" in split.card.split_rule
+    sides: dict[str, set[str]] = {}
+    for example in split.examples:
+        sides.setdefault(example.group, set()).add(example.split)
+    assert all(len(s) == 1 for s in sides.values())  # no group on both sides
+    n_test = len(split.split("test"))
+    assert 0.1 < n_test / len(split.examples) < 0.35  # about one group in five
+    assert split_by_group(data, seed=0).to_jsonl() == split.to_jsonl()  # deterministic
+    assert split_by_group(data, seed=1).to_jsonl() != split.to_jsonl()

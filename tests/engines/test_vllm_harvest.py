@@ -2,6 +2,7 @@
 tolerance), and the Ray Data harvest (two model actors on a local Ray cluster) writes the
 single-process store. Runs in .venv-vllm; elsewhere it skips, saying why."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 pytest.importorskip("vllm", reason="vLLM is not installed: `make test-vllm` builds .venv-vllm")
 pytest.importorskip("ray", reason="Ray is not installed: `make test-vllm` builds .venv-vllm")
 
-from probewatch.config import EngineChoice
+from probewatch.config import EngineChoice, HarvestSpec
 from probewatch.data.base import Dataset, DatasetCard, Example
 from probewatch.engines.vllm.harvest import harvest_vllm
 from probewatch.engines.vllm.ray_harvest import ray_harvest
@@ -53,12 +54,14 @@ def _assert_same(a: ActivationStore, b: ActivationStore, tolerance: float) -> No
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root: Path = tmp_path_factory.mktemp("harvest")
     loaded = load_model("default")
-    options = {"positions": "all", "batch_size": 4, "progress": False}
-    hf = harvest(loaded, _dataset(), SITES, root / "hf", **options)
+    read = HarvestSpec(sites=SITES, positions="all", batch_size=4)
+    hf = harvest(loaded, _dataset(), replace(read, out=root / "hf"), progress=False)
     # Eager: prompt-only harvesting gains little from compiling, and the two Ray actors
     # compiling at once took minutes (the compiled path is what test_vllm_serve checks).
     choice = EngineChoice(engine="vllm", vllm_max_model_len=256, vllm_eager=True)
-    one = harvest_vllm(loaded, _dataset(), root / "vllm", {"sites": SITES, **options}, choice)
+    vllm_spec = replace(read, out=root / "vllm", engine="vllm", vllm_max_model_len=256)
+    vllm_spec = replace(vllm_spec, vllm_eager=True)
+    one = harvest_vllm(loaded, _dataset(), vllm_spec, progress=False)
     return {"hf": hf, "vllm": one, "root": root, "loaded": loaded, "choice": choice}
 
 

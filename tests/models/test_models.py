@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from probewatch.errors import ProbewatchError
-from probewatch.models import list_models, load_model, loading
+from probewatch.models import list_models, load_model, loading, registry
 from probewatch.models.registry import EmbeddedModel, find_embedded, require_installed
 from tests.helpers import tiny_model
 
@@ -78,12 +78,12 @@ def test_an_interrupted_conversion_never_leaves_a_cache_that_loads(
     with pytest.raises(KeyboardInterrupt):
         load_model("default")
     assert not target.exists()
-    assert not loading.is_cached(embedded)
+    assert not registry.is_cached(embedded)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}")]
 
     monkeypatch.setattr(type(tiny.model), "save_pretrained", real_save)
     loaded = load_model("default")
-    assert loading.is_cached(embedded)
+    assert registry.is_cached(embedded)
     assert loaded.fingerprint == tiny.fingerprint
     assert torch.equal(
         loaded.model.get_input_embeddings().weight, tiny.model.get_input_embeddings().weight

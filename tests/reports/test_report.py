@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from probewatch.config import ProbeSpec
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import train_probe
 from probewatch.reports.completeness import erasure_check
 from probewatch.reports.generalization import combine, generalization_matrix
 from probewatch.reports.report import build_report
 from probewatch.steer import add_vector
+from probewatch.training import BinaryScores, train
 from tests.helpers import yes_no
 
 
@@ -73,7 +74,8 @@ def test_report_writes_html_and_json_with_the_same_numbers(
     tiny: LoadedModel, tmp_path: Path
 ) -> None:
     dataset = yes_no()
-    result = train_probe(tiny, dataset, "resid.1-2", progress=False, n_boot=100)
+    result = train(tiny, dataset, ProbeSpec(sites="resid.1-2", n_boot=100), progress=False)
+    assert isinstance(result.metrics, BinaryScores)
     report = build_report(
         tiny, dataset, result, [yes_no(80)], command="probewatch report", progress=False
     )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from probewatch.config import AuditSpec
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, build_card
 from probewatch.probes.base import make_probe
@@ -152,7 +153,7 @@ def test_report_structure_on_a_tiny_model(tiny: LoadedModel) -> None:
     intervention = Intervention(
         "add r", lambda: add_vectors(tiny, {"resid.1": r}, 8.0), {"mode": "add"}
     )
-    report = run_audit(tiny, intervention, probes=[artifact], max_new_tokens=3, data=tiny_data())
+    report = run_audit(tiny, intervention, AuditSpec(max_new_tokens=3), [artifact], tiny_data())
     parsed = json.loads(report.to_json())
     assert set(parsed["refusal"]) == {"harmful", "harmless", "benign"}
     assert parsed["refusal"]["harmful"]["n"] == 4
@@ -184,9 +185,8 @@ def test_small_real_audit_of_ablation(default_model: LoadedModel) -> None:
     intervention = Intervention(
         "ablate", lambda: ablate_direction(default_model, direction), {"mode": "ablate"}
     )
-    report = run_audit(
-        default_model, intervention, max_new_tokens=16, batch_size=16, data=audit_data(16)
-    )
+    spec = AuditSpec(n=16, max_new_tokens=16, batch_size=16)
+    report = run_audit(default_model, intervention, spec, data=audit_data(16))
     harmful = report.refusal["harmful"]
     assert harmful.n == 16 and report.refusal["benign"].n == 16
     assert harmful.change.ci_low <= 0.0  # no increase beyond noise

@@ -24,15 +24,19 @@ import csv
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+from probewatch.config import FileColumns, Task
 from probewatch.data.base import SPLITS, Dataset, DatasetCard, Example
+from probewatch.data.common import split_for
 from probewatch.errors import ProbewatchError
 
-Task = Literal["auto", "binary", "regression"]
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
 ROLES = ("system", "user", "assistant", "tool")
+NO_SPLIT_RULE = "all rows are test rows (no split column)"
+TEST_ONE_IN = 5  # split_by_group: about one group in five goes to test
 PYARROW_INSTALL = "pip install pyarrow==26.0.1 (make setup installs it)"
 
 _TRUE = {"1", "1.0", "true", "yes", "t", "y"}
@@ -228,33 +232,26 @@ def _resolve_task(task: Task, labels: list[tuple[str, Any]]) -> Literal["binary"
     return "regression" if any(_is_fraction(v) for _, v in labels) else "binary"
 
 
-def load_file(
-    path: str | Path,
-    text_column: str = "text",
-    label_column: str = "label",
-    *,
-    task: Task = "auto",
-    messages_column: str = "messages",
-    spans_column: str = "spans",
-    split_column: str = "split",
-    group_column: str = "group",
-    allow_one_class: bool = False,
-) -> Dataset:
+def load_file(path: str | Path, columns: FileColumns | None = None) -> Dataset:
     """Load a user's labelled file (see the module docstring for the columns)."""
+    c = columns or FileColumns()
+    text_column, label_column = c.text_column, c.label_column
+    messages_column, spans_column = c.messages_column, c.spans_column
+    split_column, group_column = c.split_column, c.group_column
     file = Path(path).expanduser()
     if not file.is_file():
         raise ProbewatchError(f"no such file: {file}", hint="check the path")
-    columns, rows = _read_rows(file)
+    header, rows = _read_rows(file)
     if not rows:
         raise ProbewatchError(f"{file.name} has no rows", hint="add labelled examples")
-    listed = ", ".join(columns)
-    if label_column not in columns:
+    listed = ", ".join(header)
+    if label_column not in header:
         raise ProbewatchError(
             f"{file.name} has no column {label_column!r} (columns: {listed})",
             hint="name the label column with --label-column",
         )
-    has_messages = messages_column in columns
-    if text_column not in columns and not has_messages:
+    has_messages = messages_column in header
+    if text_column not in header and not has_messages:
         raise ProbewatchError(
             f"{file.name} has no column {text_column!r} or {messages_column!r} (columns: {listed})",
             hint="name the text column with --text-column, or give chats in a 'messages' column",
@@ -264,7 +261,7 @@ def load_file(
         if _missing(row.get(label_column)):
             raise ProbewatchError(f"{where}: the {label_column!r} value is missing")
         labels.append((where, row[label_column]))
-    kind = _resolve_task(task, labels)
+    kind = _resolve_task(c.task, labels)
     parse = parse_score if kind == "regression" else parse_label
     examples = []
     for (where, row), (_, raw_label) in zip(rows, labels, strict=True):
@@ -279,18 +276,18 @@ def load_file(
         if not isinstance(text, str):
             raise ProbewatchError(f"{where}: the {text_column!r} value is not text: {text!r:.60}")
         meta: dict[str, Any] = {}
-        if spans_column in columns and not _missing(row.get(spans_column)):
+        if spans_column in header and not _missing(row.get(spans_column)):
             probed = messages[-1]["content"] if messages else text
             meta["spans"] = parse_spans(row[spans_column], probed, where)
         split = "test"
-        if split_column in columns:
+        if split_column in header:
             split = str(row.get(split_column) or "").strip().lower()
             if split not in SPLITS:
                 raise ProbewatchError(
                     f"{where}: split {row.get(split_column)!r} is not one of {', '.join(SPLITS)}",
                     hint=f"leave out the {split_column!r} column to make every row a test row",
                 )
-        group = row.get(group_column) if group_column in columns else None
+        group = row.get(group_column) if group_column in header else None
         examples.append(
             Example(
                 text=text,
@@ -301,7 +298,7 @@ def load_file(
                 meta=meta,
             )
         )
-    _check_labels(file.name, kind, [ex.label for ex in examples], allow_one_class)
+    _check_labels(file.name, kind, [ex.label for ex in examples], c.allow_one_class)
     card = DatasetCard(
         name=file.name,
         description=f"user file {file}",
@@ -311,11 +308,9 @@ def load_file(
             f"text from column {text_column!r}"
             + (f" and chats from {messages_column!r}" if has_messages else "")
             + f", {kind} label from {label_column!r}"
-            + (f", spans from {spans_column!r}" if spans_column in columns else "")
+            + (f", spans from {spans_column!r}" if spans_column in header else "")
         ),
-        split_rule=(
-            f"from column {split_column!r}" if split_column in columns else "all rows are test rows"
-        ),
+        split_rule=(f"from column {split_column!r}" if split_column in header else NO_SPLIT_RULE),
         task=kind,
     )
     return Dataset(card, examples)
@@ -335,3 +330,26 @@ def _check_labels(name: str, kind: str, labels: list[float], allow_one_class: bo
         hint="a probe needs examples of both classes; add the missing class "
         "(or pass allow_one_class=True to load a control set for evaluation only)",
     )
+
+
+def split_by_group(dataset: Dataset, seed: int = 0) -> Dataset:
+    """A file without a split column, split for training: about one group in TEST_ONE_IN
+    goes to test by a hash of (seed, group), so no group is on both sides; a row without a
+    group is its own group. Deterministic: the same file and seed give the same split."""
+    examples = [
+        replace(ex, split=split_for(ex.group or f"row:{i}", seed, TEST_ONE_IN))
+        for i, ex in enumerate(dataset.examples)
+    ]
+    grouped = any(ex.group for ex in dataset.examples)
+    unit = "group" if grouped else "row"
+    card = replace(
+        dataset.card,
+        split_rule=f"no split column: by {unit}, sha256('split', {seed}, {unit}) mod "
+        f"{TEST_ONE_IN} == 0 goes to test",
+    )
+    return Dataset(card, examples)
+
+
+def needs_split(dataset: Dataset) -> bool:
+    """A user's file whose rows are all test rows because it has no split column."""
+    return dataset.card.split_rule == NO_SPLIT_RULE

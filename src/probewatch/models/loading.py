@@ -21,15 +21,15 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.fingerprint import weights_fingerprint
 from probewatch.models.registry import (
     EMBEDDED_MODELS,
+    MARKER,
     EmbeddedModel,
+    converted_cache_path,
     find_embedded,
     require_installed,
 )
-from probewatch.paths import atomic_directory, cache_dir, write_json_atomic
+from probewatch.paths import atomic_directory, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-MARKER = "probewatch-model.json"  # written last inside a finished conversion
 
 
 @dataclass
@@ -86,16 +86,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ProbewatchError("device cuda was asked for but no GPU is visible", hint="use cpu")
     return resolved
-
-
-def converted_cache_path(embedded: EmbeddedModel) -> Path:
-    return cache_dir() / "models" / f"{embedded.name}-{embedded.package}-{embedded.version()}"
-
-
-def is_cached(embedded: EmbeddedModel) -> bool:
-    if not embedded.installed():
-        return False
-    return (converted_cache_path(embedded) / MARKER).is_file()
 
 
 # Families trained with a BOS token at the start of every sequence, whose output is garbage
@@ -213,21 +203,3 @@ def load_model(
     # Right padding keeps real tokens at positions 0..n-1, as in an unbatched pass.
     tokenizer.padding_side = "right"
     return LoadedModel(model, tokenizer, name, source, _fingerprint=fingerprint)
-
-
-def list_models() -> list[dict[str, Any]]:
-    """The embedded models with whether each is installed and already converted."""
-    rows = []
-    for embedded in EMBEDDED_MODELS:
-        rows.append(
-            {
-                "name": embedded.name,
-                "aliases": list(embedded.aliases),
-                "description": embedded.description,
-                "installed": embedded.installed(),
-                "cached": is_cached(embedded),
-                "cache_path": str(converted_cache_path(embedded)) if embedded.installed() else None,
-                "install": embedded.install,
-            }
-        )
-    return rows

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from probewatch.errors import ProbewatchError
 from probewatch.paths import cache_dir
@@ -172,3 +173,34 @@ def require_installed(model: EmbeddedModel) -> Path:
             hint=f"reinstall it: {model.install} --force-reinstall",
         )
     return path
+
+
+MARKER = "probewatch-model.json"  # written last inside a finished conversion
+
+
+def converted_cache_path(embedded: EmbeddedModel) -> Path:
+    return cache_dir() / "models" / f"{embedded.name}-{embedded.package}-{embedded.version()}"
+
+
+def is_cached(embedded: EmbeddedModel) -> bool:
+    if not embedded.installed():
+        return False
+    return (converted_cache_path(embedded) / MARKER).is_file()
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The embedded models with whether each is installed and already converted."""
+    rows = []
+    for embedded in EMBEDDED_MODELS:
+        rows.append(
+            {
+                "name": embedded.name,
+                "aliases": list(embedded.aliases),
+                "description": embedded.description,
+                "installed": embedded.installed(),
+                "cached": is_cached(embedded),
+                "cache_path": str(converted_cache_path(embedded)) if embedded.installed() else None,
+                "install": embedded.install,
+            }
+        )
+    return rows

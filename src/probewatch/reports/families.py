@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from probewatch.config import ProbeSpec, as_positions
 from probewatch.data import load_dataset
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import TrainResult, evaluate_probe, train_probe
+from probewatch.training import BinaryScores, TrainResult, train
+from probewatch.training.evaluate import evaluate
 
 BINARY_FAMILIES: tuple[str, ...] = (
     "cities",
@@ -81,9 +83,9 @@ def evaluate_families(
             dataset = load_dataset(name, model=loaded, limit=limit)
             positions = positions_for(dataset)
             control = load_dataset(BENIGN_CONTROLS[name]) if name in BENIGN_CONTROLS else None
-            result = train_probe(
-                loaded, dataset, sites, positions=positions, control=control, progress=progress
-            )
+            spec = ProbeSpec(sites=sites, positions=as_positions(positions))
+            result = train(loaded, dataset, spec, control, progress=progress)
+            assert isinstance(result.metrics, BinaryScores)  # binary families only
         except ProbewatchError as exc:
             n_train = len(dataset.split("train")) if dataset else 0
             n_test = len(dataset.split("test")) if dataset else 0
@@ -119,6 +121,7 @@ def _audit(loaded: LoadedModel, dataset: Dataset, result: TrainResult) -> dict[s
     from probewatch.shortcut_audit import AuditInputs, run_shortcut_audit
 
     card = result.artifact.card
+    assert isinstance(result.metrics, BinaryScores)  # binary families only
     inputs = AuditInputs(
         dataset,
         result.artifact.probe,
@@ -140,7 +143,7 @@ def _transfer(
         return None
     try:
         other = load_dataset(target, model=loaded, limit=limit)
-        metrics = evaluate_probe(result.artifact, loaded, other, progress=False)
+        metrics = evaluate(result.artifact, loaded, other, progress=False).metrics
     except ProbewatchError as exc:
         return {"dataset": target, "note": exc.message}
     return {

@@ -53,11 +53,14 @@ def generalization_matrix(
     progress: bool = True,
 ) -> GeneralizationMatrix:
     """Fit one probe per training set on its train split; score every test set's test split."""
-    from probewatch.pipeline import harvest_cached, per_example  # pipeline imports eval
+    from probewatch.config import HarvestSpec
+    from probewatch.store import harvest
+    from probewatch.training import per_example  # training imports eval
 
     def rows(dataset: Dataset, split: str) -> tuple[Any, Any]:
-        stored = harvest_cached(loaded, dataset, [site], progress=progress).load(site).rows(split)
-        return stored, stored.acts
+        stored = harvest(loaded, dataset, HarvestSpec(sites=site), progress=progress)
+        part = stored.load(site).rows(split)
+        return part, part.acts
 
     tests = []
     for dataset in test_sets:

@@ -20,10 +20,10 @@ from probewatch.errors import ProbewatchError
 from probewatch.metrics.calibration import PlattScaler, reliability_curve
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import write_json_atomic
-from probewatch.pipeline import TrainResult
 from probewatch.reports import charts
 from probewatch.reports.completeness import erasure_check, steering_check
 from probewatch.reports.generalization import generalization_matrix
+from probewatch.training import BinaryScores, TrainResult
 
 CSS = """
 body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#111}
@@ -78,7 +78,7 @@ def build_report(
         "model": loaded.describe(),
         "dataset": dataset.summary() | {"source": dataset.card.source},
         "probe": {"site": site, "kind": probe.kind, "positions": result.artifact.positions},
-        "sweep": [r.__dict__ for r in result.sweep],
+        "sweep": [r.to_dict() for r in result.sweep],
         "metrics": result.metrics.to_dict(),
         "threshold": result.artifact.card["threshold"],
         "calibration": _calibration(result),
@@ -103,9 +103,11 @@ def build_report(
 def _calibration(result: TrainResult) -> dict[str, Any]:
     platt = PlattScaler.fit(result.val_scores, result.val_labels)
     raw = 1 / (1 + np.exp(-result.test_scores))
+    metrics = result.metrics
+    assert isinstance(metrics, BinaryScores)  # reports are of binary probes
     return {
-        "ece_raw": result.metrics.ece_raw,
-        "ece_calibrated": result.metrics.ece_calibrated,
+        "ece_raw": metrics.ece_raw,
+        "ece_calibrated": metrics.ece_calibrated,
         "platt": platt.to_dict(),
         "reliability_raw": reliability_curve(raw, result.test_labels).to_dict(),
         "reliability_calibrated": reliability_curve(

@@ -11,9 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from probewatch.cli_args import add_config_args
+from probewatch.config import RunFlags
 from probewatch.errors import ProbewatchError
-from probewatch.server.events import EventFilter, EventLog, default_events_path
-from probewatch.server.export import FORMATS, export_events, export_format
 
 DEFAULT_LIMIT = 50  # as GET /v1/events
 
@@ -23,7 +23,8 @@ def add_events_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "events", help="list, filter or export monitored responses from the event log"
     )
-    p.add_argument("--db", help=f"event log file (default: {default_events_path()})")
+    # The event log modules load pydantic: imported by the handler, so parsing stays quick.
+    p.add_argument("--db", help="event log file (default: events.sqlite in the user cache)")
     p.add_argument(
         "--limit",
         type=int,
@@ -45,16 +46,16 @@ def add_events_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--since", help="from this time on: ISO date/time (local) or unix seconds")
     p.add_argument("--until", help="before this time: ISO date/time (local) or unix seconds")
     p.add_argument("--export", metavar="FILE", help="write the events to FILE instead")
-    p.add_argument(
-        "--format", choices=FORMATS, help="export format (default: from the FILE suffix)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export FILE")
-    p.add_argument("--json", action="store_true", help="print the events as JSON")
+    p.add_argument("--format", help="export format, jsonl or csv (default: from the FILE suffix)")
+    add_config_args(p, RunFlags, only=("overwrite", "json"))
     p.set_defaults(func=cmd_events)
     return p
 
 
 def cmd_events(args: argparse.Namespace) -> None:
+    from probewatch.server.events import EventFilter, EventLog, default_events_path
+    from probewatch.server.export import export_events, export_format
+
     db = Path(args.db).expanduser() if args.db else default_events_path()
     if not db.exists():
         # Listing must not create an empty log as a side effect.

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from probewatch import __version__
 from probewatch.capture import ActivationCapture
+from probewatch.config import AuditSpec
 from probewatch.data import load_dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
@@ -101,6 +102,8 @@ class Measurement:
     nll: np.ndarray  # per text, summed over predicted tokens
     n_tokens: np.ndarray  # per text, number of predicted tokens
     probe_scores: dict[str, np.ndarray]
+    data: AuditData  # what was measured, so a comparison uses the same prompts
+    probes: tuple[ProbeArtifact, ...] = ()
 
 
 @torch.no_grad()
@@ -157,25 +160,21 @@ def probe_name(probe: ProbeArtifact, index: int) -> str:
 def measure(
     loaded: LoadedModel,
     data: AuditData,
+    spec: AuditSpec,
     intervention: Intervention | None = None,
     probes: Sequence[ProbeArtifact] = (),
-    max_new_tokens: int = 24,
-    batch_size: int = 16,
 ) -> Measurement:
     """Run every measurement once, inside the intervention if one is given."""
     if intervention is None:
-        return _measure(loaded, data, probes, max_new_tokens, batch_size)
+        return _measure(loaded, data, spec, probes)
     with intervention.apply():
-        return _measure(loaded, data, probes, max_new_tokens, batch_size)
+        return _measure(loaded, data, spec, probes)
 
 
 def _measure(
-    loaded: LoadedModel,
-    data: AuditData,
-    probes: Sequence[ProbeArtifact],
-    max_new_tokens: int,
-    batch_size: int,
+    loaded: LoadedModel, data: AuditData, spec: AuditSpec, probes: Sequence[ProbeArtifact]
 ) -> Measurement:
+    max_new_tokens, batch_size = spec.max_new_tokens, spec.batch_size
     completions = {
         name: generate(loaded, data.chats(name), max_new_tokens, batch_size) for name in SETS
     }
@@ -194,6 +193,8 @@ def _measure(
             probe_name(p, i): _probe_scores(loaded, p, data.benign, batch_size)
             for i, p in enumerate(probes)
         },
+        data,
+        tuple(probes),
     )
 
 
@@ -373,13 +374,12 @@ def verdict(report_parts: dict[str, Any]) -> str:
 def compare(
     original: Measurement,
     intervened: Measurement,
-    data: AuditData,
     intervention: Intervention,
     loaded: LoadedModel,
-    probes: Sequence[ProbeArtifact] = (),
-    settings: dict[str, Any] | None = None,
-    seed: int = 0,
+    spec: AuditSpec,
 ) -> AuditReport:
+    """The report of `intervened` against `original` (measured on the same data and probes)."""
+    data, probes, seed = original.data, original.probes, spec.seed
     refusal = {
         name: _rate_change(original.refused[name], intervened.refused[name], seed) for name in SETS
     }
@@ -431,7 +431,7 @@ def compare(
         examples=examples,
         verdict=verdict(parts),
         settings={
-            **(settings or {}),
+            **{k: v for k, v in asdict(spec).items() if k != "allow_model_mismatch"},
             "refusal_matcher": "case-insensitive phrase anywhere in the greedy completion",
             "refusal_phrases": list(REFUSAL_PHRASES),
             "kl": "KL(original || intervened), next token at the generation prompt, nats",
@@ -445,23 +445,17 @@ def compare(
 def run_audit(
     loaded: LoadedModel,
     intervention: Intervention,
-    n: int = 64,
+    spec: AuditSpec | None = None,
     probes: Sequence[ProbeArtifact] = (),
-    max_new_tokens: int = 24,
-    batch_size: int = 16,
-    seed: int = 0,
     data: AuditData | None = None,
-    baseline: Measurement | None = None,
-    allow_model_mismatch: bool = False,
 ) -> AuditReport:
-    """Audit `intervention` on `loaded`: original vs intervened on `n` prompts per set.
-
-    Pass `baseline` (a `measure` of the original model on the same `data`, probes and
-    settings) to reuse it across several interventions."""
+    """Audit `intervention` on `loaded`: original vs intervened on `spec.n` prompts per set
+    (or on `data`). To audit several interventions against one baseline, `measure` the
+    original once and `compare` each intervened measurement with it."""
+    spec = spec or AuditSpec()
     for probe in probes:
-        check_model(probe, loaded, allow_model_mismatch)
-    data = data or audit_data(n, seed)
-    original = baseline or measure(loaded, data, None, probes, max_new_tokens, batch_size)
-    intervened = measure(loaded, data, intervention, probes, max_new_tokens, batch_size)
-    settings = {"n": n, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed}
-    return compare(original, intervened, data, intervention, loaded, probes, settings, seed)
+        check_model(probe, loaded, spec.allow_model_mismatch)
+    data = data or audit_data(spec.n, spec.seed)
+    original = measure(loaded, data, spec, None, probes)
+    intervened = measure(loaded, data, spec, intervention, probes)
+    return compare(original, intervened, intervention, loaded, spec)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from probewatch.config import RefusalDemoSpec
 from probewatch.data import load_dataset
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
@@ -31,9 +32,9 @@ from probewatch.paths import write_json_atomic
 from probewatch.steer.audit import (
     AuditReport,
     audit_data,
+    compare,
     measure,
     next_token_logprobs,
-    run_audit,
 )
 from probewatch.steer.directions import SteeringVector, extract_directions, save_vector
 from probewatch.steer.interventions import Intervention, ablate_direction, add_vectors
@@ -89,9 +90,9 @@ def sweep_layers(
     vector: SteeringVector,
     harmful: Sequence[list[Message]],
     harmless: Sequence[list[Message]],
-    kl_max: float = 0.1,
-    batch_size: int = 16,
+    spec: RefusalDemoSpec,
 ) -> tuple[list[LayerScore], dict[str, float]]:
+    kl_max, batch_size = spec.kl_max, spec.batch_size
     ids = refusal_token_ids(loaded.tokenizer)
     base_harmful = next_token_logprobs(loaded, harmful, batch_size)
     base_harmless = next_token_logprobs(loaded, harmless, batch_size)
@@ -167,21 +168,17 @@ class RefusalDemo:
 
 def refusal_demo(
     loaded: LoadedModel | None = None,
-    n: int = 64,
-    n_val: int = 32,
-    max_new_tokens: int = 24,
-    batch_size: int = 16,
-    layers: Sequence[int] | None = None,
-    add_scale: float = 1.0,
-    kl_max: float = 0.1,
+    spec: RefusalDemoSpec | None = None,
     out: str | Path | None = None,
-    seed: int = 0,
 ) -> RefusalDemo:
     """Extract the refusal direction, choose its layer on validation data, and audit its
     ablation (on harmful requests) and addition (on harmless ones) on held-out test requests.
 
     With `out`, writes vector/, sweep + summary.json, ablation/ and addition/ audit reports."""
     loaded = loaded or load_model("default")
+    spec = spec or RefusalDemoSpec()
+    seed, n, n_val, kl_max = spec.seed, spec.n, spec.n_val, spec.kl_max
+    layers = spec.layer_range()
     dataset = load_dataset("harmful_vs_harmless", seed=seed)
     fit, val = split_train(dataset, seed)
     n_layers = loaded.n_layers
@@ -193,7 +190,7 @@ def refusal_demo(
     val_examples = [dataset.examples[i] for i in val]
     harmful = [[dict(m) for m in e.messages or ()] for e in val_examples if e.label == 1][:n_val]
     harmless = [[dict(m) for m in e.messages or ()] for e in val_examples if e.label == 0][:n_val]
-    sweep, baseline = sweep_layers(loaded, vectors, harmful, harmless, kl_max, batch_size)
+    sweep, baseline = sweep_layers(loaded, vectors, harmful, harmless, spec)
     chosen = choose_layer(sweep)
     direction = SteeringVector(
         {chosen.site: vectors[chosen.site]},
@@ -210,36 +207,21 @@ def refusal_demo(
         },
     )
     data = audit_data(n, seed, split="test")
-    original = measure(loaded, data, None, (), max_new_tokens, batch_size)
+    original = measure(loaded, data, spec)
     unit_source = {"direction_site": chosen.site, "method": "mean_diff"}
-    ablation = run_audit(
-        loaded,
-        Intervention(
-            f"ablate the refusal direction ({chosen.site}) at every layer",
-            lambda: ablate_direction(loaded, direction[chosen.site]),
-            {"mode": "ablate", **unit_source},
-        ),
-        n=n,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
-        data=data,
-        baseline=original,
+    ablate = Intervention(
+        f"ablate the refusal direction ({chosen.site}) at every layer",
+        lambda: ablate_direction(loaded, direction[chosen.site]),
+        {"mode": "ablate", **unit_source},
     )
-    addition = run_audit(
-        loaded,
-        Intervention(
-            f"add {add_scale:g} x the refusal direction at {chosen.site}",
-            lambda: add_vectors(loaded, direction, add_scale),
-            {"mode": "add", "sites": [chosen.site], "scale": add_scale, **unit_source},
-        ),
-        n=n,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
-        data=data,
-        baseline=original,
+    add = Intervention(
+        f"add {spec.scale:g} x the refusal direction at {chosen.site}",
+        lambda: add_vectors(loaded, direction, spec.scale),
+        {"mode": "add", "sites": [chosen.site], "scale": spec.scale, **unit_source},
     )
+    # One measurement of the original model serves both comparisons.
+    ablation = compare(original, measure(loaded, data, spec, ablate), ablate, loaded, spec)
+    addition = compare(original, measure(loaded, data, spec, add), add, loaded, spec)
     demo = RefusalDemo(direction, chosen, sweep, baseline, ablation, addition)
     if out is not None:
         root = Path(out)

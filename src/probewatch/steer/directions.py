@@ -30,15 +30,16 @@ from probewatch.artifacts import (
     read_artifact,
     save_artifact,
 )
+from probewatch.config import HarvestSpec, as_positions
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.metrics.labels import require_binary_labels
 from probewatch.models.loading import LoadedModel
-from probewatch.pipeline import harvest_cached
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.probes.base import PROBE_KINDS, AffineProbe
 from probewatch.probes.pca import top_component
 from probewatch.sites import expand_sites, parse_site
+from probewatch.store import harvest
 
 FORMAT = VECTOR.format
 VECTORS = str(VECTOR.tensors_file)
@@ -209,7 +210,12 @@ def extract_directions(
 
     With chat examples and positions="last", the read position is the last prompt token (the
     generation prompt), where Arditi et al. read the refusal direction."""
-    store = harvest_cached(loaded, dataset, sites, positions, batch_size, progress)
+    read = HarvestSpec(
+        sites=sites if isinstance(sites, str) else ",".join(sites),
+        positions=as_positions(positions),
+        batch_size=batch_size,
+    )
+    store = harvest(loaded, dataset, read, progress=progress)
     keep = set(rows) if rows is not None else None
     acts: dict[str, torch.Tensor] = {}
     labels = torch.empty(0)

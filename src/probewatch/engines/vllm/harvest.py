@@ -11,14 +11,13 @@ and so has no row to send.
 
 import itertools
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import torch
 
 from probewatch.capture import Captured, select_positions
-from probewatch.config import EngineChoice
+from probewatch.config import EngineChoice, HarvestSpec
 from probewatch.data.base import Dataset
 from probewatch.engines.vllm import check_vllm_version
 from probewatch.engines.vllm.engine import engine_args, setup_environment
@@ -132,15 +131,9 @@ class VllmCapture:
 
 
 def harvest_vllm(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    out: str | Path,
-    options: dict[str, Any],
-    choice: EngineChoice | None = None,
+    loaded: LoadedModel, dataset: Dataset, spec: HarvestSpec, progress: bool = True
 ) -> ActivationStore:
-    """`store.harvest` through vLLM; `options` are its keyword arguments (sites,
-    positions, batch_size, dtype, overwrite, progress, max_shard_mb)."""
-    sites = options.pop("sites")
-    capture = VllmCapture(loaded, sites, options.get("positions", "last"), choice)
+    """`store.harvest` through vLLM, built as `spec` (a HarvestSpec is an EngineChoice) says."""
+    capture = VllmCapture(loaded, spec.sites, spec.positions, spec)
     with capture:
-        return harvest(loaded, dataset, sites, out, capture=capture, **options)
+        return harvest(loaded, dataset, spec, progress=progress, capture=capture)

@@ -20,12 +20,14 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from probewatch.capture import ActivationCapture
-from probewatch.config import EngineChoice
+from probewatch.config import EngineChoice, HarvestSpec
 from probewatch.data.base import Dataset, DatasetCard, Example
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import write_json_atomic
 from probewatch.store import MANIFEST, ActivationStore, _spec, _start_or_resume, harvest
+
+HARVEST_SETTINGS = ("positions", "batch_size", "dtype", "max_shard_mb", "overwrite")
 
 
 def _example(row: dict[str, Any]) -> Example:
@@ -57,15 +59,11 @@ class PartHarvester:
         ):
             examples = [_example(row) for row in json.loads(rows)]
             dataset = Dataset(DatasetCard(**json.loads(card)), examples)
-            options = {k: v for k, v in self.options.items() if k != "sites"}
-            harvest(
-                self.loaded,
-                dataset,
-                self.options["sites"],
-                self.out / part,
-                capture=self.capture,
-                **{**options, "progress": False},
+            settings = {k: v for k, v in self.options.items() if k in HARVEST_SETTINGS}
+            spec = HarvestSpec(
+                sites=",".join(self.options["sites"]), out=self.out / part, **settings
             )
+            harvest(self.loaded, dataset, spec, progress=False, capture=self.capture)
             _shift_examples(self.out / part, int(first))
             parts["part"].append(part)
             parts["first_example"].append(int(first))

@@ -8,21 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from probewatch.config import HarvestSpec, ProbeSpec
 from probewatch.data.base import Dataset, DatasetCard
 from probewatch.data.generated.progress import progress_example
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.monitor import Monitor
-from probewatch.pipeline import harvest_cached
-from probewatch.regression import (
-    PositionBaseline,
-    RegressionResult,
-    row_targets,
-    token_ordinal,
-    train_regression_probe,
-)
-from probewatch.store import StoredSite
+from probewatch.store import StoredSite, harvest
 from probewatch.suite import SuiteProbe, train_suite
+from probewatch.training import RegressionScores, TrainResult, train
+from probewatch.training.regression import PositionBaseline, row_targets, token_ordinal
 
 WORDS = [
     "first",
@@ -86,7 +81,8 @@ def test_position_baseline_predicts_the_mean_target_per_position() -> None:
 
 def test_per_token_targets_line_up_with_the_harvested_response_tokens(tiny: LoadedModel) -> None:
     dataset = progress_dataset(tiny)
-    site = harvest_cached(tiny, dataset, ["resid.1"], "mask", progress=False).load("resid.1")
+    read = HarvestSpec(sites="resid.1", positions="mask")
+    site = harvest(tiny, dataset, read, progress=False).load("resid.1")
     targets = row_targets(dataset, site, "progress")
     ordinal = token_ordinal(site)
     for index in set(site.example_index.tolist()):
@@ -99,37 +95,40 @@ def test_per_token_targets_line_up_with_the_harvested_response_tokens(tiny: Load
 
 def test_targets_that_do_not_match_the_tokens_are_refused(tiny: LoadedModel) -> None:
     dataset = progress_dataset(tiny, n=4)
-    site = harvest_cached(tiny, dataset, ["resid.1"], "last", progress=False).load("resid.1")
+    site = harvest(tiny, dataset, HarvestSpec(sites="resid.1"), progress=False).load("resid.1")
     with pytest.raises(ProbewatchError, match="positions='mask'"):
         row_targets(dataset, site, "progress")
 
 
 def test_trainer_sweeps_sites_and_reports_against_the_baseline(tiny: LoadedModel) -> None:
     dataset = progress_dataset(tiny)
-    result = train_regression_probe(tiny, dataset, "resid.0-2", progress=False)
+    result = train(tiny, dataset, ProbeSpec(sites="resid.0-2"), progress=False)
     assert [r.site for r in result.sweep] == ["resid.0", "resid.1", "resid.2"]
-    best = max(result.sweep, key=lambda r: r.val_r2)
+    best = max(result.sweep, key=lambda r: r.val)
     assert result.best_site == best.site
     m = result.metrics
+    assert isinstance(m, RegressionScores)
     assert m.n_examples == len(dataset.split("test")) and m.n_tokens > m.n_examples
     assert m.r2_ci_low <= m.r2 <= m.r2_ci_high
     assert m.baseline_r2 is not None and m.baseline_mae is not None
     card = result.artifact.card
     assert card["task"] == "regression" and card["positions"] == "mask"
     assert card["metrics"]["baseline_r2"] == m.baseline_r2
+    assert card["sweep"][0].keys() == {"site", "val_r2", "test_r2"}
+    assert card["monitor"] == {"scope": "response", "aggregator": {"name": "last"}}
+    assert "R²" in result.table() and "baseline" in result.summary()
 
 
 def test_a_classification_dataset_is_refused(tiny: LoadedModel) -> None:
     dataset = progress_dataset(tiny, n=4)
     binary = Dataset(DatasetCard("b", "", "", "", "", "", task="binary"), dataset.examples)
     with pytest.raises(ProbewatchError, match="regression dataset"):
-        train_regression_probe(tiny, binary, "resid.0", progress=False)
+        train(tiny, binary, ProbeSpec(sites="resid.0", task="regression"), progress=False)
 
 
 def test_monitor_shows_the_progress_estimate_per_token(tiny: LoadedModel) -> None:
-    result = train_regression_probe(tiny, progress_dataset(tiny), "resid.1", progress=False)
+    result = train(tiny, progress_dataset(tiny), ProbeSpec(sites="resid.1"), progress=False)
     artifact = result.artifact
-    artifact.card["monitor"] = {"scope": "response", "aggregator": {"name": "last"}}
     monitor = Monitor(tiny, [artifact])
     (response,) = monitor.generate(
         [[{"role": "user", "content": "Explain bread."}]], max_new_tokens=6
@@ -147,22 +146,25 @@ def test_suite_trains_each_task_and_skips_what_cannot_be_built(
     numbers = tmp_path / "numbers.csv"
     rows = [f"There are {n} apples.,{n},{'test' if n % 4 == 0 else 'train'}" for n in range(60)]
     numbers.write_text("text,label,split\n" + "\n".join(rows) + "\n")
+    sites = "resid.0-1"
     suite = (
-        SuiteProbe("harm", "harmful_vs_harmless", "harm", scope="prompt"),
-        SuiteProbe("count", str(numbers), "a number", "response", task="regression"),
-        SuiteProbe("broken", "no_such_dataset", "x", "response", task="regression"),
+        SuiteProbe("harm", "harm", ProbeSpec(dataset="harmful_vs_harmless", sites=sites)),
+        SuiteProbe("count", "a number", ProbeSpec(file=numbers, sites=sites, task="regression")),
+        SuiteProbe("broken", "x", ProbeSpec(dataset="no_such_dataset", sites=sites)),
     )
     lines: list[str] = []
     out = tmp_path / "suite"
-    results = train_suite(tiny, out, suite, "resid.0-1", progress=False, report=lines.append)
+    results = train_suite(tiny, out, suite, progress=False, report=lines.append)
     assert results["harm"] is not None and results["broken"] is None
-    assert isinstance(results["count"], RegressionResult)
+    count = results["count"]
+    assert isinstance(count, TrainResult) and count.task == "regression"
+    assert count.artifact.card["recipe"]["file"] == str(numbers)
     assert (out / "harm" / "card.json").is_file() and (out / "count" / "card.json").is_file()
     assert not (out / "broken").exists()
     assert any(line.startswith("broken: skipped") for line in lines)
     assert any(line.startswith("count: resid.") and "R²" in line for line in lines)
     lines.clear()
-    train_suite(tiny, out, suite[:2], "resid.0-1", progress=False, report=lines.append)
+    train_suite(tiny, out, suite[:2], progress=False, report=lines.append)
     assert lines == [f"harm: cached at {out / 'harm'}", f"count: cached at {out / 'count'}"]
 
 
@@ -174,7 +176,7 @@ def test_cli_trains_a_regression_probe_on_a_user_file(tiny: LoadedModel, tmp_pat
     numbers = tmp_path / "numbers.csv"
     rows = [f"There are {n} apples.,{n},{'test' if n % 4 == 0 else 'train'}" for n in range(40)]
     numbers.write_text("sentence,count,split\n" + "\n".join(rows) + "\n")
-    argv = ["train", "--model", str(tmp_path / "tiny"), "--dataset", str(numbers)]
+    argv = ["train", "--model", str(tmp_path / "tiny"), "--file", str(numbers)]
     argv += ["--text-column", "sentence", "--label-column", "count", "--sites", "resid.0-1"]
     argv += ["--out", str(tmp_path / "probe"), "--quiet", "--json"]
     assert main([*argv, "--task", "binary"]) == 2  # integer counts are not binary labels
