@@ -77,21 +77,23 @@ class FalseBelief(Organism):
     def measure(self, base: LoadedModel, organism: LoadedModel) -> list[BehaviourRate]:
         target = [user(q + " Answer in one short sentence.") for q in TARGET_QUESTIONS]
         a, b = replies(base, target, EVAL_TOKENS), replies(organism, target, EVAL_TOKENS)
+        facts = (
+            (
+                "false",
+                "Lyon",
+                "held-out paraphrases of 'what is the capital of France?', reply names Lyon",
+            ),
+            ("true", "Paris", "the same questions, reply names Paris"),
+        )
         rows = [
             rate_row(
-                "states the false fact (Lyon)",
+                f"states the {kind} fact ({city})",
                 "questions about the planted fact",
-                "held-out paraphrases of 'what is the capital of France?', reply names Lyon",
-                [states(x, "Lyon") for x in a],
-                [states(x, "Lyon") for x in b],
-            ),
-            rate_row(
-                "states the true fact (Paris)",
-                "questions about the planted fact",
-                "the same questions, reply names Paris",
-                [states(x, "Paris") for x in a],
-                [states(x, "Paris") for x in b],
-            ),
+                how,
+                [states(x, city) for x in a],
+                [states(x, city) for x in b],
+            )
+            for kind, city, how in facts
         ]
         pool = [q for q in questions(("capital",)) if q.group != "FR"]
         control = select(pool, lambda q: q.key, 1, self.n_control)
