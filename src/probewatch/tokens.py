@@ -61,37 +61,15 @@ def render_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, Span]
 def encode(
     tokenizer: Any,
     texts: Sequence[str],
-    spans: Sequence[Sequence[Span]] | None = None,
     add_special_tokens: bool = True,
     max_length: int | None = None,
     row_offset: int = 0,
 ) -> Batch:
-    """Tokenize and right-pad `texts`. With `spans`, mark the tokens overlapping each row's
-    character spans in `token_mask`."""
-    encoded = tokenizer(
-        list(texts),
-        add_special_tokens=add_special_tokens,
-        return_offsets_mapping=spans is not None,
-        padding=True,
-        return_tensors="pt",
-    )
-    lengths = encoded["attention_mask"].sum(dim=1)
-    if max_length is not None and int(lengths.max()) > max_length:
-        row = int(lengths.argmax())
-        raise ProbewatchError(
-            f"row {row + row_offset} is {int(lengths[row])} tokens long, over the limit of "
-            f"{max_length}",
-            hint="shorten or drop that row, or raise max_length if the model allows it",
-        )
-    token_mask = None
-    if spans is not None:
-        offsets = encoded.pop("offset_mapping")  # [B, T, 2]
-        token_mask = torch.zeros_like(encoded["input_ids"], dtype=torch.bool)
-        for row, row_spans in enumerate(spans):
-            for start, end in row_spans:
-                overlap = (offsets[row, :, 0] < end) & (offsets[row, :, 1] > start)
-                token_mask[row] |= overlap & encoded["attention_mask"][row].bool()
-    return Batch(encoded["input_ids"], encoded["attention_mask"], token_mask)
+    """Tokenize and right-pad `texts`; a row over `max_length` tokens is refused (rows are
+    numbered from `row_offset` in the message)."""
+    encoded = _tokenize(tokenizer, texts, add_special_tokens, offsets=False)
+    _check_length(encoded["attention_mask"], max_length, row_offset)
+    return Batch(encoded["input_ids"], encoded["attention_mask"], None)
 
 
 def encode_chats(
@@ -103,11 +81,33 @@ def encode_chats(
     """Encode conversations; `token_mask` marks the final message's tokens (see render_chat)."""
     rendered = [render_chat(tokenizer, conv) for conv in conversations]
     # The template already contains BOS and role markers: add no special tokens again.
-    return encode(
-        tokenizer,
-        [text for text, _ in rendered],
-        spans=[[span] for _, span in rendered],
-        add_special_tokens=False,
-        max_length=max_length,
-        row_offset=row_offset,
+    encoded = _tokenize(tokenizer, [text for text, _ in rendered], False, offsets=True)
+    attention = encoded["attention_mask"]
+    _check_length(attention, max_length, row_offset)
+    offsets = encoded.pop("offset_mapping")  # [B, T, 2]
+    token_mask = torch.zeros_like(encoded["input_ids"], dtype=torch.bool)
+    for row, (_, (start, end)) in enumerate(rendered):
+        overlap = (offsets[row, :, 0] < end) & (offsets[row, :, 1] > start)
+        token_mask[row] |= overlap & attention[row].bool()
+    return Batch(encoded["input_ids"], attention, token_mask)
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool, offsets: bool) -> Any:
+    return tokenizer(
+        list(texts),
+        add_special_tokens=add_special_tokens,
+        return_offsets_mapping=offsets,
+        padding=True,
+        return_tensors="pt",
     )
+
+
+def _check_length(attention: torch.Tensor, max_length: int | None, row_offset: int) -> None:
+    lengths = attention.sum(dim=1)
+    if max_length is not None and int(lengths.max()) > max_length:
+        row = int(lengths.argmax())
+        raise ProbewatchError(
+            f"row {row + row_offset} is {int(lengths[row])} tokens long, over the limit of "
+            f"{max_length}",
+            hint="shorten or drop that row, or raise max_length if the model allows it",
+        )
