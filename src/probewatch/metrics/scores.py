@@ -45,8 +45,23 @@ def bootstrap_auroc_ci(
         p = rng.choice(pos, size=pos.size, replace=True)
         n = rng.choice(neg, size=neg.size, replace=True)
         values[i] = auroc(np.concatenate([p, n]), np.r_[np.ones(p.size), np.zeros(n.size)])
+    return percentile_interval(values, confidence)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean over items resampled with replacement."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
+    return percentile_interval(means, confidence)
+
+
+def percentile_interval(resampled: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` interval of bootstrap resamples of a statistic."""
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
+    low, high = np.quantile(resampled, [alpha, 1 - alpha])
     return float(low), float(high)
 
 

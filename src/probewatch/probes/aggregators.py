@@ -104,73 +104,72 @@ def make_aggregator(name: str, **params: Any) -> Aggregator:
 # --- mean, max, last -----------------------------------------------------------------------
 
 
-class _MeanStream(Stream):
-    def __init__(self) -> None:
+class _FoldStream(Stream):
+    """One running number: each new score is folded into it."""
+
+    def __init__(self, aggregator: "_Folding") -> None:
         super().__init__()
-        self.total = 0.0
+        self.aggregator = aggregator
+        self.acc = aggregator.start
 
     def _update(self, score: float) -> None:
-        self.total += score
+        self.acc = self.aggregator.fold(self.acc, score)
 
     def _value(self) -> float:
-        return self.total / self.n
+        return self.aggregator.finish(self.acc, self.n)
+
+
+class _Folding(Aggregator):
+    """An aggregate kept as one running number (mean, max, last): `fold` takes in each new
+    score, `finish` gives the value after n scores; `aggregate` does the same over an array."""
+
+    start = 0.0
+
+    @abstractmethod
+    def fold(self, acc: float, score: float) -> float: ...
+
+    def finish(self, acc: float, _n: int) -> float:
+        return acc
+
+    def stream(self) -> Stream:
+        return _FoldStream(self)
 
 
 @register_aggregator
-class Mean(Aggregator):
+class Mean(_Folding):
     name = "mean"
 
     def aggregate(self, scores: ArrayLike | torch.Tensor) -> float:
         return float(as_scores(scores).mean())
 
-    def stream(self) -> Stream:
-        return _MeanStream()
+    def fold(self, acc: float, score: float) -> float:
+        return acc + score
 
-
-class _MaxStream(Stream):
-    def __init__(self) -> None:
-        super().__init__()
-        self.best = -math.inf
-
-    def _update(self, score: float) -> None:
-        self.best = max(self.best, score)
-
-    def _value(self) -> float:
-        return self.best
+    def finish(self, acc: float, n: int) -> float:
+        return acc / n
 
 
 @register_aggregator
-class Max(Aggregator):
+class Max(_Folding):
     name = "max"
+    start = -math.inf
 
     def aggregate(self, scores: ArrayLike | torch.Tensor) -> float:
         return float(as_scores(scores).max())
 
-    def stream(self) -> Stream:
-        return _MaxStream()
-
-
-class _LastStream(Stream):
-    def __init__(self) -> None:
-        super().__init__()
-        self.last = 0.0
-
-    def _update(self, score: float) -> None:
-        self.last = score
-
-    def _value(self) -> float:
-        return self.last
+    def fold(self, acc: float, score: float) -> float:
+        return max(acc, score)
 
 
 @register_aggregator
-class Last(Aggregator):
+class Last(_Folding):
     name = "last"
 
     def aggregate(self, scores: ArrayLike | torch.Tensor) -> float:
         return float(as_scores(scores)[-1])
 
-    def stream(self) -> Stream:
-        return _LastStream()
+    def fold(self, _acc: float, score: float) -> float:
+        return score
 
 
 # --- ema_max -------------------------------------------------------------------------------

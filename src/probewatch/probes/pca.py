@@ -52,8 +52,7 @@ class PCADiffProbe(AffineProbe):
                 f"n_pairs must be at least 1, got {n_pairs}",
                 hint="or leave it unset for one pair per example of the larger class",
             )
-        self.n_pairs = n_pairs
-        self.seed = seed
+        self.n_pairs, self.seed = n_pairs, seed
         self.explained: float | None = None
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:

@@ -32,6 +32,7 @@ from probewatch.capture import ActivationCapture
 from probewatch.config import AuditSpec
 from probewatch.data import load_dataset
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.scores import bootstrap_mean_ci
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import atomic_directory, refuse_to_replace
 from probewatch.probes.artifact import ProbeArtifact, check_model
@@ -199,18 +200,6 @@ def _measure(
 
 
 # --- statistics -------------------------------------------------------------------------
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of the mean over prompts resampled with replacement."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 @dataclass

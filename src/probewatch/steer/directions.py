@@ -41,10 +41,6 @@ from probewatch.probes.pca import top_component
 from probewatch.sites import expand_sites, parse_site
 from probewatch.store import harvest
 
-FORMAT = VECTOR.format
-VECTORS = str(VECTOR.tensors_file)
-CARD = VECTOR.card_file
-
 Method = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
