@@ -36,21 +36,13 @@ PROBE_CARD = "card.json"
 
 def _intervention(spec: InterventionSpec, loaded: Any) -> Any:
     from probewatch.probes.artifact import load_probe
-    from probewatch.steer import load_vector, make_intervention
+    from probewatch.steer import Steering, load_vector, make_intervention
 
     allow = spec.allow_model_mismatch
     vector = load_vector(spec.vector, loaded, allow)
     probe = load_probe(spec.probe, loaded, allow) if spec.probe else None
-    return make_intervention(
-        loaded,
-        vector,
-        spec.mode,
-        scale=spec.scale,
-        sites=spec.site_list(),
-        probe=probe,
-        threshold=spec.threshold,
-        allow_model_mismatch=allow,
-    )
+    how = Steering(spec.scale, spec.site_list(), spec.threshold, allow)
+    return make_intervention(loaded, vector, spec.mode, how, probe=probe)
 
 
 def _model(args: argparse.Namespace) -> Any:

@@ -16,6 +16,7 @@ from probewatch.models.loading import LoadedModel, load_model
 from probewatch.probes.artifact import ProbeArtifact, build_card
 from probewatch.probes.base import make_probe
 from probewatch.steer import (
+    Steering,
     SteeringVector,
     ablate_direction,
     add_vector,
@@ -59,7 +60,7 @@ def interventions(loaded: LoadedModel) -> dict[str, Callable[[], AbstractContext
         "add": lambda: add_vectors(loaded, steer, 3.0),
         "ablate": lambda: ablate_direction(loaded, r),
         "gated": lambda: probe_gated(
-            loaded, gate_probe(loaded, "resid.1"), steer, 3.0, threshold=-1e9
+            loaded, gate_probe(loaded, "resid.1"), steer, Steering(3.0, threshold=-1e9)
         ),
     }
 
@@ -171,7 +172,9 @@ def test_bad_inputs_leave_the_model_untouched(tiny: LoadedModel) -> None:
         lambda: ablate_direction(tiny, torch.ones(16)),
         lambda: orthogonalized(tiny, torch.ones(16)),
         lambda: probe_gated(tiny, gate_probe(tiny, "resid.2"), {"resid.1": r}),
-        lambda: probe_gated(tiny, gate_probe(tiny, "resid.1"), {"resid.2": r}, float("inf")),
+        lambda: probe_gated(
+            tiny, gate_probe(tiny, "resid.1"), {"resid.2": r}, Steering(float("inf"))
+        ),
     ]
     for make in cases:
         with pytest.raises(ProbewatchError), make():
@@ -195,11 +198,11 @@ def test_gate_acts_only_where_the_probe_fires(tiny: LoadedModel) -> None:
     before = logits(tiny)
     with add_vectors(tiny, {"resid.1": r}, 3.0):
         always = logits(tiny)
-    with probe_gated(tiny, probe, {"resid.1": r}, 3.0, threshold=-1e9) as stats:
+    with probe_gated(tiny, probe, {"resid.1": r}, Steering(3.0, threshold=-1e9)) as stats:
         opened = logits(tiny)
     assert stats.rate == 1.0
     torch.testing.assert_close(opened, always)
-    with probe_gated(tiny, probe, {"resid.1": r}, 3.0, threshold=1e9) as stats:
+    with probe_gated(tiny, probe, {"resid.1": r}, Steering(3.0, threshold=1e9)) as stats:
         closed = logits(tiny)
     assert stats.fired == 0
     torch.testing.assert_close(closed, before)
@@ -210,7 +213,7 @@ def test_gate_acts_only_where_the_probe_fires(tiny: LoadedModel) -> None:
     scores = probe.score(plain.acts["resid.1"])
     threshold = float(scores.median())
     with (
-        probe_gated(tiny, probe, {"resid.1": r}, 3.0, threshold=threshold),
+        probe_gated(tiny, probe, {"resid.1": r}, Steering(3.0, threshold=threshold)),
         ActivationCapture(tiny.model, ["resid.1"], "all") as capture,
     ):
         steered = capture.run(batch).acts["resid.1"]
@@ -224,9 +227,8 @@ def test_make_intervention_modes(tiny: LoadedModel) -> None:
     before = logits(tiny)
     for mode in ("ablate", "add", "gated", "orthogonalize"):
         gate = gate_probe(tiny, "resid.1")
-        made = make_intervention(
-            tiny, v, mode, scale=2.0, sites=["resid.1"], probe=gate, threshold=-1e9
-        )
+        how = Steering(2.0, ["resid.1"], threshold=-1e9)
+        made = make_intervention(tiny, v, mode, how, probe=gate)
         with made.apply():
             assert not torch.allclose(logits(tiny), before)
         torch.testing.assert_close(logits(tiny), before, rtol=0, atol=0)

@@ -4,7 +4,7 @@ from probewatch.compare.forward import Side
 from probewatch.compare.spec import CompareSpec
 from probewatch.models.loading import LoadedModel, load_model
 from probewatch.steer.directions import load_vector
-from probewatch.steer.interventions import make_intervention
+from probewatch.steer.interventions import Steering, make_intervention
 
 
 def load_sides(spec: CompareSpec, a: LoadedModel | None = None) -> tuple[Side, Side]:
@@ -16,6 +16,8 @@ def load_sides(spec: CompareSpec, a: LoadedModel | None = None) -> tuple[Side, S
         return side_a, Side(load_model(spec.b, device=spec.device), "B")
     vector = load_vector(spec.steer, loaded)
     sites = [s.strip() for s in (spec.steer_sites or "").split(",") if s.strip()] or None
-    intervention = make_intervention(loaded, vector, spec.steer_mode, spec.steer_scale, sites)
+    intervention = make_intervention(
+        loaded, vector, spec.steer_mode, Steering(spec.steer_scale, sites)
+    )
     other = load_model(spec.b, device=spec.device) if spec.b else loaded
     return side_a, Side(other, "B", intervention)

@@ -10,6 +10,7 @@ from probewatch.steer.directions import (
 )
 from probewatch.steer.interventions import (
     Intervention,
+    Steering,
     ablate_direction,
     add_vectors,
     make_intervention,
@@ -19,6 +20,7 @@ from probewatch.steer.orthogonalize import orthogonalized, save_orthogonalized
 
 __all__ = [
     "Intervention",
+    "Steering",
     "SteeringVector",
     "ablate_direction",
     "add_vector",

@@ -163,15 +163,14 @@ def build_card(
     positions: str,
     method: str,
     dataset: dict[str, Any] | None,
-    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The card's common fields; callers add their own keys after these."""
     return {
         **card_header(VECTOR, loaded),
         "sites": list(sites),
         "positions": positions,
         "method": method,
         "dataset": dataset,
-        **(extra or {}),
     }
 
 
@@ -241,8 +240,7 @@ def extract_directions(
             "n_positive": n_pos,
             "n_negative": int(labels.numel()) - n_pos,
         },
-        extra={"direction": "label 1 minus label 0", "seed": seed},
-    )
+    ) | {"direction": "label 1 minus label 0", "seed": seed}
     return SteeringVector(vectors, card)
 
 

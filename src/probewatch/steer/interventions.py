@@ -2,7 +2,7 @@
 
     with add_vectors(loaded, vector, scale=4.0):           # steer at the vector's sites
     with ablate_direction(loaded, direction):              # project r out everywhere
-    with probe_gated(loaded, probe, vector, scale=4.0):    # steer only where a probe fires
+    with probe_gated(loaded, probe, vector, Steering(4.0)):  # steer only where a probe fires
     with orthogonalized(loaded, direction):                # the ablation baked into weights
 
 Every input is validated before anything is registered or written, hooks are removed in
@@ -104,15 +104,24 @@ class GateStats:
         return self.fired / self.seen if self.seen else 0.0
 
 
+@dataclass(frozen=True)
+class Steering:
+    """How a vector is applied: `scale` times the vector at `sites` (default: all of its
+    sites); a gate fires above `threshold` (default: the probe's card, else 0); vectors and
+    probes made on other weights are used only with `allow_model_mismatch`."""
+
+    scale: float = 1.0
+    sites: list[str] | None = None
+    threshold: float | None = None
+    allow_model_mismatch: bool = False
+
+
 @contextmanager
 def probe_gated(
     loaded: LoadedModel,
     probe: ProbeArtifact,
     vector: VectorLike,
-    scale: float = 1.0,
-    sites: list[str] | None = None,
-    threshold: float | None = None,
-    allow_model_mismatch: bool = False,
+    how: Steering | None = None,
 ) -> Iterator[GateStats]:
     """CAST-style conditional steering: add `scale * vector` only at token positions where the
     probe's score at its own site exceeds `threshold` (default: the threshold on the probe's
@@ -121,6 +130,13 @@ def probe_gated(
     The probe reads the unsteered activation, so steering sites must not come before the
     probe's site in the forward pass. During cached generation each new token is gated on
     its own activation."""
+    how = how or Steering()
+    scale, sites, threshold, allow_model_mismatch = (
+        how.scale,
+        how.sites,
+        how.threshold,
+        how.allow_model_mismatch,
+    )
     if not probe.probe.per_token:
         per_token = ", ".join(k for k, cls in PROBE_KINDS.items() if cls.per_token)
         raise ProbewatchError(
@@ -187,16 +203,15 @@ def make_intervention(
     loaded: LoadedModel,
     vector: SteeringVector,
     mode: str,
-    scale: float = 1.0,
-    sites: list[str] | None = None,
+    how: Steering | None = None,
     probe: ProbeArtifact | None = None,
-    threshold: float | None = None,
-    allow_model_mismatch: bool = False,
 ) -> Intervention:
     """One intervention from a saved vector, validated now rather than at first use.
 
     ablate / orthogonalize use the vector at `sites[0]` (or its only site) as the direction;
     add / gated add `scale` times the vector at `sites` (default: all of its sites)."""
+    how = how or Steering()
+    scale, sites, allow_model_mismatch = how.scale, how.sites, how.allow_model_mismatch
     check_vector(vector, loaded, allow_model_mismatch)
     require_finite(scale, "the steering strength")
     source = {
@@ -230,16 +245,14 @@ def make_intervention(
         if probe is None:
             raise ProbewatchError("gated steering needs a probe", hint="pass --probe PATH")
         gate_probe = probe
-        details |= {"probe": str(probe.path) if probe.path else None, "threshold": threshold}
+        details |= {"probe": str(probe.path) if probe.path else None, "threshold": how.threshold}
         return Intervention(
             f"add {scale:g} x vector at {', '.join(vectors)} where {probe.site} probe fires",
             lambda: probe_gated(
                 loaded,
                 gate_probe,
                 vectors,
-                scale,
-                threshold=threshold,
-                allow_model_mismatch=allow_model_mismatch,
+                Steering(scale, None, how.threshold, allow_model_mismatch),
             ),
             details,
         )
