@@ -9,7 +9,7 @@ import torch
 from probewatch.config import ProbeSpec
 from probewatch.models.loading import LoadedModel
 from probewatch.reports.completeness import erasure_check
-from probewatch.reports.generalization import combine, generalization_matrix
+from probewatch.reports.generalization import ProbeAt, combine, generalization_matrix
 from probewatch.reports.report import build_report
 from probewatch.steer import add_vector
 from probewatch.training import BinaryScores, train
@@ -41,7 +41,7 @@ def test_generalization_matrix_shapes_and_diagonal(tiny: LoadedModel) -> None:
     a, b = yes_no(), yes_no(80)
     b.card = type(b.card)(**{**b.card.__dict__, "name": "yesno_small"})
     both = combine([a, b], "both")
-    matrix = generalization_matrix(tiny, [a, both], [a, b], "resid.2", progress=False)
+    matrix = generalization_matrix(tiny, [a, both], [a, b], ProbeAt("resid.2"), progress=False)
     assert matrix.train_names == ["yesno", "both"] and matrix.test_names == ["yesno", "yesno_small"]
     assert len(matrix.auroc) == 2 and all(len(r) == 2 for r in matrix.auroc)
     assert matrix.auroc[0][0] > 0.9

@@ -114,17 +114,25 @@ def _logodds(loaded: LoadedModel, prompts: Sequence[str], batch_size: int = 32) 
     return np.concatenate(out)
 
 
+@dataclass(frozen=True)
+class SiteDirection:
+    """A direction at a site, and the spread of the activations along it (the step unit)."""
+
+    site: str
+    direction: torch.Tensor
+    activation_std: float
+
+
 def steering_check(
     loaded: LoadedModel,
-    site: str,
-    direction: torch.Tensor,
-    activation_std: float,
+    target: SiteDirection,
     examples: Sequence[Example],
     strengths: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0),
     seed: int = 0,
 ) -> SteeringResult:
-    """Steer at `site` with `strength * activation_std * unit(direction)` and measure the
+    """Steer at the site with `strength * activation_std * unit(direction)` and measure the
     model's log-odds of " True" vs " False" after "<statement> This statement is"."""
+    site, direction, activation_std = target.site, target.direction, target.activation_std
     unit = (direction / direction.norm()).float()
     generator = torch.Generator().manual_seed(seed)
     random_unit = torch.randn(unit.shape[0], generator=generator)

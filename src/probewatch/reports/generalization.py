@@ -44,18 +44,27 @@ def combine(datasets: Sequence[Dataset], name: str) -> Dataset:
     return Dataset(card, examples)
 
 
+@dataclass(frozen=True)
+class ProbeAt:
+    """Which probe the matrix fits: a kind, read at one site."""
+
+    site: str
+    kind: str = "logistic"
+
+
 def generalization_matrix(
     loaded: LoadedModel,
     train_sets: Sequence[Dataset],
     test_sets: Sequence[Dataset],
-    site: str,
-    kind: str = "logistic",
+    probe_at: ProbeAt,
     progress: bool = True,
 ) -> GeneralizationMatrix:
     """Fit one probe per training set on its train split; score every test set's test split."""
     from probewatch.config import HarvestSpec
     from probewatch.store import harvest
     from probewatch.training import per_example  # training imports eval
+
+    site, kind = probe_at.site, probe_at.kind
 
     def rows(dataset: Dataset, split: str) -> tuple[Any, Any]:
         stored = harvest(loaded, dataset, HarvestSpec(sites=site), progress=progress)

@@ -21,8 +21,8 @@ from probewatch.metrics.calibration import PlattScaler, reliability_curve
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import write_json_atomic
 from probewatch.reports import charts
-from probewatch.reports.completeness import erasure_check, steering_check
-from probewatch.reports.generalization import generalization_matrix
+from probewatch.reports.completeness import SiteDirection, erasure_check, steering_check
+from probewatch.reports.generalization import ProbeAt, generalization_matrix
 from probewatch.training import BinaryScores, TrainResult
 
 CSS = """
@@ -89,13 +89,13 @@ def build_report(
         sample = dataset.split("test")[:200]
         try:
             data["completeness"]["steering"] = steering_check(
-                loaded, site, raw_direction, std, sample
+                loaded, SiteDirection(site, raw_direction, std), sample
             ).to_dict()
         except ProbewatchError as exc:  # e.g. a tokenizer without single-token True/False
             data["completeness"]["steering_skipped"] = exc.message
     if generalization_sets:
         sets = [dataset, *[d for d in generalization_sets if d.name != dataset.name]]
-        matrix = generalization_matrix(loaded, sets, sets, site, probe.kind, progress=progress)
+        matrix = generalization_matrix(loaded, sets, sets, ProbeAt(site, probe.kind), progress)
         data["generalization"] = matrix.to_dict()
     return Report(data, render_html(data, result))
 
