@@ -39,4 +39,6 @@ def test_every_binary_family_trains_on_the_default_model(default_model: LoadedMo
         assert row.note or (0.0 <= row.auroc <= 1.0 and not math.isnan(row.auroc)), row
     by_name = {r.dataset: r for r in rows}
     assert by_name["cities"].auroc > 0.85  # the foundation's target, at one middle layer
-    assert by_name["harmful_vs_harmless"].auroc > 0.9
+    # v2 holds out whole sources and adds benign look-alikes, so this is an out-of-distribution
+    # number (measured 0.844 at resid.15 on SmolLM2); v1's 0.9 was in distribution and on form.
+    assert by_name["harmful_vs_harmless"].auroc > 0.75
