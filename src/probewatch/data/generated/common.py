@@ -3,7 +3,8 @@
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 from probewatch.data import common
 from probewatch.data.base import DatasetCard, Example, label_counts
@@ -58,32 +59,43 @@ def require_classes(name: str, examples: Iterable[Example], why: dict[int, str])
             )
 
 
+@dataclass(frozen=True)
+class CardText:
+    """What a generated dataset's card says of itself; make_card adds the model that generated
+    it, the generation settings and the label balance."""
+
+    name: str
+    description: str
+    source: str
+    license: str
+    construction: str
+    split_unit: str
+    outcomes: Counter[str] | None = None  # what happened to each generated item
+    task: str = "binary"
+
+
+# The entity-question families (knowledge, sandbagging, instructed facts) split by country.
+QA_SPLIT_UNIT = "country (a city's question goes with its country)"
+
+
 def make_card(
-    name: str,
-    description: str,
-    source: str,
-    license: str,
-    construction: str,
-    split_unit: str,
-    seed: int,
+    text: CardText,
     loaded: LoadedModel,
     settings: GenerationSettings,
+    seed: int,
     examples: Sequence[Example],
-    task: str = "binary",
-    version: str = "1",
-    extra: dict[str, Any] | None = None,
 ) -> DatasetCard:
     """A card whose construction text ends with the generating model and the label balance."""
-    balance = "" if task != "binary" else f" Label counts: {label_counts(examples)}."
-    details = "" if not extra else " " + json.dumps(extra, sort_keys=True) + "."
+    outcomes = "" if text.outcomes is None else f" Outcomes: {dict(sorted(text.outcomes.items()))}."
+    generation = describe_generation(loaded, settings)
+    balance = "" if text.task != "binary" else f" Label counts: {label_counts(examples)}."
     return DatasetCard(
-        name=name,
-        description=description,
-        source=source,
-        license=license,
-        construction=(f"{construction}{balance}{details} {describe_generation(loaded, settings)}."),
-        split_rule=split_rule(split_unit),
-        version=version,
+        name=text.name,
+        description=text.description,
+        source=text.source,
+        license=text.license,
+        construction=f"{text.construction}{outcomes}{balance} {generation}.",
+        split_rule=split_rule(text.split_unit),
         seed=seed,
-        task=task,
+        task=text.task,
     )

@@ -11,11 +11,17 @@ meta["answer_span"] = [start, end) characters of the graded entity in the answer
 
 from collections import Counter
 
-from probewatch.data.base import Dataset, Example
-from probewatch.data.generated.common import make_card, require_classes, select, split_for
+from probewatch.data.base import Dataset
+from probewatch.data.generated.common import (
+    QA_SPLIT_UNIT,
+    CardText,
+    make_card,
+    require_classes,
+    select,
+)
 from probewatch.data.generated.facts import ATTRIBUTION, LICENSE, questions
 from probewatch.data.generated.generate import generated_by
-from probewatch.data.generated.qa import QA_SETTINGS, ask, with_response
+from probewatch.data.generated.qa import QA_SETTINGS, ask, graded_example
 from probewatch.models.loading import LoadedModel
 
 NAME = "knowledge_qa"
@@ -27,31 +33,15 @@ def build_knowledge_qa(loaded: LoadedModel, seed: int = 0, limit: int | None = N
     made_by = generated_by(loaded, QA_SETTINGS)
     outcomes: Counter[str] = Counter()
     examples = []
-    for question, (conv, gen, grade) in zip(chosen, answered, strict=True):
+    for question, answer in zip(chosen, answered, strict=True):
+        grade = answer[2]
         outcomes[grade.verdict] += 1
         if grade.ambiguous or grade.span is None:
             continue
-        examples.append(
-            Example(
-                text=gen.response,
-                label=float(grade.verdict == "wrong"),
-                split=split_for(question.group, seed),
-                group=question.group,
-                messages=with_response(conv, gen.response),
-                meta={
-                    "kind": question.kind,
-                    "question": question.question,
-                    "gold": question.answer,
-                    "aliases": list(question.gold[:8]),  # GeoNames lists dozens for capitals
-                    "stated": grade.stated,
-                    "verdict": grade.verdict,
-                    "answer_span": list(grade.span),
-                    "finished": gen.finished,
-                    "generated_by": made_by,
-                    **question.meta,
-                },
-            )
-        )
+        # GeoNames lists dozens of aliases for some capitals: the first eight are plenty.
+        meta = {"aliases": list(question.gold[:8]), "generated_by": made_by}
+        label = float(grade.verdict == "wrong")
+        examples.append(graded_example(question, answer, seed, label, meta))
     require_classes(
         NAME,
         examples,
@@ -60,7 +50,7 @@ def build_knowledge_qa(loaded: LoadedModel, seed: int = 0, limit: int | None = N
             1: "the model answered every graded question correctly",
         },
     )
-    card = make_card(
+    text = CardText(
         NAME,
         "The model's own answers to entity questions (capital, country of a city, continent, "
         "currency); label 1 = hallucinated (wrong) answer, 0 = correct",
@@ -70,12 +60,10 @@ def build_knowledge_qa(loaded: LoadedModel, seed: int = 0, limit: int | None = N
         "and 'Answer in one short sentence.'; greedy answers graded against GeoNames gold names "
         "and aliases (accents, case, punctuation and leading articles ignored, whole words); "
         "answers that refuse, name both gold and another entity, or name neither are dropped. "
-        f"Grades: {dict(sorted(outcomes.items()))}. meta.answer_span is the graded entity's "
+        "Outcomes are grades. meta.answer_span is the graded entity's "
         "character span in the answer.",
-        "country (a city's question goes with its country)",
-        seed,
-        loaded,
-        QA_SETTINGS,
-        examples,
+        QA_SPLIT_UNIT,
+        outcomes=outcomes,
     )
+    card = make_card(text, loaded, QA_SETTINGS, seed, examples)
     return Dataset(card, examples)

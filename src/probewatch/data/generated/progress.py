@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from probewatch.data.base import Dataset, Example
-from probewatch.data.generated.common import make_card, select, split_for
+from probewatch.data.generated.common import CardText, make_card, select, split_for
 from probewatch.data.generated.generate import GenerationSettings, generate, generated_by
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
@@ -172,7 +172,7 @@ def build_thinking_progress(
             f"({dict(outcomes)})",
             hint="raise limit, or use a model that ends its answers",
         )
-    card = make_card(
+    text = CardText(
         NAME,
         "The model's own explanations of 1 to 10 sentences or steps; per-token target = "
         "fraction of the response completed (meta.progress, aligned to the response mask of "
@@ -183,13 +183,10 @@ def build_thinking_progress(
         "through 1..10 over the seeded topic order, style alternating every ten; greedy, "
         "max_new_tokens="
         f"{SETTINGS.max_new_tokens}; responses cut by the limit are dropped. The k-th of the n "
-        "response tokens marked by tokens.encode_chats gets k/n; label = mean target. "
-        f"Outcomes: {dict(sorted(outcomes.items()))}.",
+        "response tokens marked by tokens.encode_chats gets k/n; label = mean target.",
         "topic",
-        seed,
-        loaded,
-        SETTINGS,
-        examples,
+        outcomes=outcomes,
         task="regression",
     )
+    card = make_card(text, loaded, SETTINGS, seed, examples)
     return Dataset(card, examples)

@@ -2,7 +2,10 @@
 deception set and sandbagging."""
 
 from collections.abc import Sequence
+from typing import Any
 
+from probewatch.data.base import Example
+from probewatch.data.generated.common import split_for
 from probewatch.data.generated.facts import (
     CAPITALIZED_CANDIDATES,
     OPEN_ANSWER,
@@ -57,3 +60,30 @@ def ask(
 def with_response(conv: Sequence[Message], response: str) -> tuple[Message, ...]:
     """The conversation ending with the model's answer, so positions="mask" covers it."""
     return (*conv, {"role": "assistant", "content": response})
+
+
+def graded_example(
+    question: Question, answer: Answered, seed: int, label: float, meta: dict[str, Any]
+) -> Example:
+    """One graded answer as an example, split by the question's group, with the meta every
+    question family keeps (what was asked and stated, the verdict, the entity's span) beside
+    the family's own `meta`."""
+    conv, gen, grade = answer
+    return Example(
+        text=gen.response,
+        label=label,
+        split=split_for(question.group, seed),
+        group=question.group,
+        messages=with_response(conv, gen.response),
+        meta={
+            "kind": question.kind,
+            "question": question.question,
+            "gold": question.answer,
+            "stated": grade.stated,
+            "verdict": grade.verdict,
+            "answer_span": list(grade.span) if grade.span else None,
+            "finished": gen.finished,
+            **meta,
+            **question.meta,
+        },
+    )
