@@ -8,12 +8,15 @@ fixtures, and no test imports another test module (ruff TID251 and tests/test_la
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
 import torch
 import uvicorn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -302,6 +305,26 @@ class Server:
         self.thread.join(timeout=30)
 
 
+@contextmanager
+def serving(
+    root: Path,
+    loaded: LoadedModel | None = None,
+    probes: Mapping[str, FakeProbe] | None = SERVED,
+    **settings: Any,
+) -> Iterator[Server]:
+    """`loaded` (default: a tiny llama) served on a free port and ready, with `probes` made up in
+    root/probes (None: the caller's own) and its event log at root/events.sqlite; `settings` are
+    further ServerConfig fields and may override those two paths."""
+    loaded = tiny_model() if loaded is None else loaded
+    if probes is not None:
+        make_probes(loaded, root / "probes", probes)
+    paths = {"probes_dir": root / "probes", "events_db": root / "events.sqlite"}
+    config = ServerConfig(**{**paths, **settings}, port=free_port())
+    with Server(config, loaded) as server:
+        server.wait_ready()
+        yield server
+
+
 # Debian's Chromium for browser tests (never a downloaded browser), started headless with the
 # flags this closed network needs: without the background-networking ones, Chromium keeps
 # trying to reach Google's hosts.
@@ -316,4 +339,25 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CHROMIUM_MISSING = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+
+
+def browser_or_skip() -> ModuleType:
+    """Playwright's sync API for a browser test module, which is skipped (saying what to
+    install) without Playwright or without Debian's Chromium: `sync_api = browser_or_skip()`."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+    return sync_api
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright, closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from probewatch.server.config import ServerConfig
-from tests.helpers import Server, free_port, make_probes, tiny_model
+from tests.helpers import Server, make_probes, serving, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +18,6 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory, good: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("hostile")
-    loaded = tiny_model()
-    make_probes(loaded, root / "probes")
-    config = ServerConfig(
-        probes_dir=root / "probes",
-        events_db=root / "events.sqlite",
-        port=free_port(),
-        max_body_bytes=2_000_000,
-        max_prompt_tokens=400,
-        max_output_tokens=16,
-    )
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    limits = {"max_body_bytes": 2_000_000, "max_prompt_tokens": 400, "max_output_tokens": 16}
+    with serving(root, **limits) as server:
         yield server

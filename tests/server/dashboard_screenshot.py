@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import sync_playwright
 
 from probewatch.server.config import ServerConfig
 from tests.helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     EVERY_KIND,
     Server,
+    chromium,
     free_port,
     make_probes,
     tiny_model,
@@ -43,27 +41,23 @@ def wait_ready(url: str) -> None:
 
 
 def shoot(url: str, out: Path, prompt: str, max_tokens: int) -> None:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 860})
-            page.set_default_timeout(300_000)
-            page.emulate_media(color_scheme="light")
-            page.goto(url + "/")
-            page.wait_for_selector("#health.pill-ready")
-            page.fill("#max-tokens", str(max_tokens))
-            page.fill("#temperature", "0")
-            page.fill("#prompt", prompt)
-            page.click("#send")
-            page.wait_for_selector("#send:not([hidden])")  # the answer has finished
-            page.click("#legend-help summary")
-            tokens = page.locator("#response .tok")
-            if tokens.count():
-                tokens.nth(min(5, tokens.count() - 1)).hover()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(out))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 860})
+        page.set_default_timeout(300_000)
+        page.emulate_media(color_scheme="light")
+        page.goto(url + "/")
+        page.wait_for_selector("#health.pill-ready")
+        page.fill("#max-tokens", str(max_tokens))
+        page.fill("#temperature", "0")
+        page.fill("#prompt", prompt)
+        page.click("#send")
+        page.wait_for_selector("#send:not([hidden])")  # the answer has finished
+        page.click("#legend-help summary")
+        tokens = page.locator("#response .tok")
+        if tokens.count():
+            tokens.nth(min(5, tokens.count() - 1)).hover()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
 
 
 def main() -> None:

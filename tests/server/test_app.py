@@ -25,26 +25,14 @@ from probewatch.server.batcher import BatchSettings, HFBatcher, Job
 from probewatch.server.config import ServerConfig
 from probewatch.server.engine import GenerationRequest
 from probewatch.server.events import EventLog
-from tests.helpers import Server, free_port, make_probes, tiny_model
+from tests.helpers import Server, free_port, make_probes, serving, tiny_model
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("srv")
-    loaded = tiny_model()
-    make_probes(loaded, root / "probes")
-    config = ServerConfig(
-        probes_dir=root / "probes",
-        events_db=root / "events.sqlite",
-        port=free_port(),
-        max_body_bytes=20_000,
-        max_prompt_tokens=400,
-        max_output_tokens=32,
-        max_batch=8,
-        batch_window_ms=100,
-    )
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    limits = {"max_body_bytes": 20_000, "max_prompt_tokens": 400, "max_output_tokens": 32}
+    batching = {"max_batch": 8, "batch_window_ms": 100}
+    with serving(tmp_path_factory.mktemp("srv"), **limits, **batching) as server:
         yield server
 
 
@@ -191,15 +179,7 @@ def test_api_key_is_required_beyond_loopback_and_enforced(tmp_path: Path) -> Non
 
     with pytest.raises(ProbewatchError, match="API key"):
         create_app(ServerConfig(host="0.0.0.0", events_db=tmp_path / "e.sqlite"))
-    loaded = tiny_model()
-    config = ServerConfig(
-        probes_dir=tmp_path / "p",
-        events_db=tmp_path / "e.sqlite",
-        port=free_port(),
-        api_key="s3cret-s3cret-s3cret",
-    )
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    with serving(tmp_path, probes=None, api_key="s3cret-s3cret-s3cret") as server:
         assert httpx.get(server.url + "/v1/models").status_code == 401
         headers = {"Authorization": "Bearer wrong"}
         assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 401
@@ -299,19 +279,11 @@ def test_steering_vector_per_request(tmp_path: Path) -> None:
     """A vector saved by steer.save_vector steers one request; the next is unsteered again;
     a vector made on other weights is skipped with its reason, not served."""
     loaded = tiny_model()
-    make_probes(loaded, tmp_path / "probes")
     _save_vector(loaded, tmp_path / "vectors" / "push")
     _save_vector(tiny_model(seed=1), tmp_path / "vectors" / "foreign")
-    config = ServerConfig(
-        probes_dir=tmp_path / "probes",
-        vectors_dir=tmp_path / "vectors",
-        events_db=tmp_path / "events.sqlite",
-        port=free_port(),
-        max_output_tokens=16,
-    )
     body = {"messages": [{"role": "user", "content": "Where is Lyon?"}], "max_tokens": 8}
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    settings = {"vectors_dir": tmp_path / "vectors", "max_output_tokens": 16}
+    with serving(tmp_path, loaded, **settings) as server:
         listing = httpx.get(server.url + "/v1/probes").json()
         assert listing["vectors"] == ["push"]
         assert "fingerprint" in listing["vectors_skipped"]["foreign"]

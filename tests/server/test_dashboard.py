@@ -14,23 +14,11 @@ from typing import Any
 
 import pytest
 
-from probewatch.server.config import ServerConfig
 from probewatch.server.events import EventLog
-from tests.helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_MISSING,
-    EVERY_KIND,
-    Server,
-    free_port,
-    make_probes,
-    tiny_model,
-)
+from tests.helpers import EVERY_KIND, Server, browser_or_skip, chromium, serving
 
 pytestmark = pytest.mark.browser
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-if not CHROMIUM.exists():
-    pytest.skip(CHROMIUM_MISSING, allow_module_level=True)
+sync_api = browser_or_skip()
 
 # A loaded shared CI machine can take seconds per step: waits are long, assertions stay exact.
 sync_api.expect.set_options(timeout=30_000)
@@ -82,29 +70,16 @@ def fill_event_log(path: Path, n: int) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("dashboard")
-    loaded = tiny_model()
-    make_probes(loaded, root / "probes", EVERY_KIND)
     fill_event_log(root / "events.sqlite", N_EVENTS)
-    config = ServerConfig(
-        probes_dir=root / "probes",
-        events_db=root / "events.sqlite",
-        port=free_port(),
-        max_output_tokens=4000,
-        default_max_tokens=12,
-    )
-    with Server(config, loaded) as running:
-        running.wait_ready()
+    tokens = {"max_output_tokens": 4000, "default_max_tokens": 12}
+    with serving(root, probes=EVERY_KIND, **tokens) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from probewatch.server.config import ServerConfig
-from tests.helpers import Server, free_port, make_probes, tiny_model
+from tests.helpers import Server, make_probes, serving, tiny_model
 
 CHAT = "/v1/chat/completions"
 
@@ -129,11 +128,7 @@ def test_bad_artifacts_on_disk_are_skipped_with_their_reasons(good: Path, tmp_pa
     (tmp_path / "probes" / "torn" / "card.json").write_text('{"format": "probewatch-pro')
     stale = tmp_path / "probes" / ".truth.partial-999999999-abc"  # a write killed half-way
     stale.mkdir()
-    config = ServerConfig(
-        probes_dir=tmp_path / "probes", events_db=tmp_path / "e.sqlite", port=free_port()
-    )
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    with serving(tmp_path, loaded, probes=None) as server:
         listing = httpx.get(server.url + "/v1/probes").json()
         assert sorted(p["name"] for p in listing["data"]) == ["progress", "truth"]
         assert sorted(listing["skipped"]) == sorted([*BAD_PROBES, "empty", "torn"])

@@ -5,17 +5,11 @@ schema documents the real answers, and Stop cancels generation on the server."""
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import torch
 
-from probewatch.models.loading import LoadedModel
-from probewatch.probes import ProbeArtifact, make_probe, save_probe
-from probewatch.probes.artifact import build_card
-from probewatch.server.config import ServerConfig
 from probewatch.server.schemas import (
     ChatChunk,
     ChatCompletion,
@@ -24,33 +18,16 @@ from probewatch.server.schemas import (
     PromptPayload,
     TokenPayload,
 )
-from tests.helpers import Server, free_port, make_probes, tiny_model
+from tests.helpers import SERVED, FakeProbe, Server, serving
 
-
-def add_prompt_probe(loaded: LoadedModel, root: Path) -> None:
-    """A prompt-scope probe whose threshold every prompt passes (an input monitor that fires)."""
-    x = torch.randn(100, loaded.d_model, generator=torch.Generator().manual_seed(1))
-    probe = make_probe("logistic").fit(x, (x[:, 1] > 0).float())
-    extra = {"threshold": {"value": -50.0, "target_fpr": 0.01}, "monitor": {"scope": "prompt"}}
-    card = build_card(probe, loaded, "resid.2", "last", {"name": "harm", "hash": "x"}, {}, extra)
-    save_probe(ProbeArtifact(probe, card), root / "harm")
+# An input monitor that fires: a prompt-scope probe whose threshold every prompt passes.
+PROBES = {**SERVED, "harm": FakeProbe("resid.2", scope="prompt")}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("contract")
-    loaded = tiny_model()
-    make_probes(loaded, root / "probes")
-    add_prompt_probe(loaded, root / "probes")
-    config = ServerConfig(
-        probes_dir=root / "probes",
-        events_db=root / "events.sqlite",
-        port=free_port(),
-        max_output_tokens=400,
-        max_prompt_tokens=400,
-    )
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    limits = {"max_output_tokens": 400, "max_prompt_tokens": 400}
+    with serving(tmp_path_factory.mktemp("contract"), probes=PROBES, **limits) as server:
         yield server
 
 

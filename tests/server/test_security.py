@@ -11,7 +11,7 @@ import pytest
 from probewatch.errors import ProbewatchError
 from probewatch.server.app import create_app
 from probewatch.server.config import ServerConfig
-from tests.helpers import Server, free_port, tiny_model
+from tests.helpers import Server, serving
 
 CHAT = "/v1/chat/completions"
 
@@ -89,11 +89,7 @@ def test_weak_api_keys_are_refused_saying_the_minimum(key: str, tmp_path: Path) 
 
 def test_the_key_is_checked_whole(tmp_path: Path) -> None:
     key = "k" * 24
-    config = ServerConfig(
-        probes_dir=tmp_path / "p", events_db=tmp_path / "e.sqlite", port=free_port(), api_key=key
-    )
-    with Server(config, tiny_model()) as server:
-        server.wait_ready()
+    with serving(tmp_path, probes=None, api_key=key) as server:
         for given in ("x", key[:-1], key + "k", key.upper()):
             headers = {"Authorization": f"Bearer {given}"}
             assert httpx.get(server.url + "/v1/models", headers=headers).status_code == 401

@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from probewatch.server.config import ServerConfig
-from tests.helpers import Server, free_port, make_probes, tiny_model
+from tests.helpers import Server, serving
 
 CHAT = "/v1/chat/completions"
 
@@ -55,16 +54,7 @@ def fill(disk: Path) -> Path:
 def test_a_full_disk_is_said_out_loud_and_nothing_unlogged_is_acknowledged(
     small_disk: Path, tmp_path: Path
 ) -> None:
-    loaded = tiny_model()
-    make_probes(loaded, tmp_path / "probes")
-    config = ServerConfig(
-        probes_dir=tmp_path / "probes",
-        events_db=small_disk / "events.sqlite",
-        port=free_port(),
-        max_output_tokens=16,
-    )
-    with Server(config, loaded) as server:
-        server.wait_ready()
+    with serving(tmp_path, events_db=small_disk / "events.sqlite", max_output_tokens=16) as server:
         assert httpx.post(server.url + CHAT, json=ask(), timeout=60).status_code == 200
         filler = fill(small_disk)
         time.sleep(1.1)  # past the recheck interval: the next request tests the log first
