@@ -77,7 +77,12 @@ def suite_summary(probes_dir: Path) -> list[str]:
         card = load_probe(path).card
         metrics, threshold = card.get("metrics", {}), card.get("threshold") or {}
         scope = (card.get("monitor") or {}).get("scope", "response")
-        if "recall_at_fpr" in metrics:
+        audit = card.get("shortcut_audit") or {}
+        if audit.get("verdict") == "likely shortcut":
+            lines.append(
+                f"{path.name}: NOT served, likely a shortcut: {'; '.join(audit['reasons'])}"
+            )
+        elif "recall_at_fpr" in metrics:
             lines.append(
                 f"{path.name} ({scope}): threshold set at {threshold.get('target_fpr', 0):.0%} "
                 f"FPR on {threshold.get('set_on', '?')}; on held-out test it flags "

@@ -197,6 +197,9 @@ class ProbeSpec(DataSource):
     monitor_aggregator: str | None = None
     """monitoring: how a response's token scores become its running score (default: the
     training aggregator, else the monitor's ema_max; last for regression)"""
+    shortcut_audit: bool = True
+    """audit a binary probe for shortcuts (early layers, a words/length baseline, the
+    format-matched control) and put the verdict in its card"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -467,6 +470,8 @@ class ServerConfig(ModelChoice, EngineChoice):
     """required on every /v1 request when set; mandatory beyond loopback (or PROBEWATCH_API_KEY)"""
     store_text: bool = True
     """keep prompts and responses in the event log (off: scores only)"""
+    serve_shortcuts: bool = False
+    """serve probes whose card's shortcut audit says "likely shortcut" (refused otherwise)"""
     max_body_bytes: int = 1_000_000
     """largest request body accepted"""
     max_prompt_tokens: int = 2048

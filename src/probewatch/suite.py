@@ -14,6 +14,7 @@ from pathlib import Path
 from probewatch.config import ProbeSpec
 from probewatch.data import load_source
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.shortcuts import serving_refusal
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import save_probe
 from probewatch.training import TrainResult, train
@@ -93,6 +94,11 @@ def train_suite(
             continue
         trained.artifact.card.update({"name": entry.name, "description": entry.description})
         save_probe(trained.artifact, target)
-        report(f"{entry.name}: {trained.summary()}")
+        refusal = serving_refusal(trained.artifact.card, entry.name)
+        # Kept on disk (its card says why), but a server started without --serve-shortcuts
+        # will not serve it.
+        report(
+            f"{entry.name}: {trained.summary()}" + (f"; not served: {refusal}" if refusal else "")
+        )
         results[entry.name] = trained
     return results

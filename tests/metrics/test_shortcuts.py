@@ -12,7 +12,7 @@ from probewatch.metrics.shortcuts import (
     serving_refusal,
     surface_baseline_auroc,
 )
-from probewatch.shortcut_audit import visible_text
+from probewatch.training.shortcut_audit import visible_text
 
 NOUNS = ["river", "stone", "garden", "engine", "letter", "window", "forest", "bridge"]
 

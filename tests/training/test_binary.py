@@ -36,6 +36,11 @@ def test_probe_is_chosen_on_validation_and_thresholded_on_controls(tiny: LoadedM
     assert card["threshold"]["value"] == metrics.threshold
     assert card["threshold"]["target_fpr"] == 0.01
     assert {"a", "b"} <= set(card["calibration"])
+    # The label is the last word, so the words baseline matches the probe: the card says so.
+    audit = card["shortcut_audit"]
+    assert audit["verdict"] == "likely shortcut" and audit["baseline_auroc"] > 0.95
+    assert set(audit["early_layers"]) == {"embed", "resid.0", "resid.1"}
+    assert "shortcut audit: likely shortcut" in result.report()
     assert card["dataset"]["n_fit"] + card["dataset"]["n_validation"] == len(
         yes_no().split("train")
     )
@@ -53,6 +58,12 @@ def test_a_separate_control_set_sets_the_threshold(tiny: LoadedModel) -> None:
     assert again.metrics.auroc == pytest.approx(metrics.test.auroc)
     assert len(again.rows) == len(yes_no().split("test"))
     assert all(r.prediction == int(r.score > again.threshold) for r in again.rows)
+
+
+def test_the_shortcut_audit_can_be_switched_off(tiny: LoadedModel) -> None:
+    result, _ = fit(tiny, yes_no(), sites="resid.1", n_boot=50, shortcut_audit=False)
+    assert "shortcut_audit" not in result.artifact.card
+    assert "shortcut audit" not in result.report()
 
 
 def test_one_class_training_data_is_refused(tiny: LoadedModel) -> None:

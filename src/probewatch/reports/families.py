@@ -109,30 +109,12 @@ def evaluate_families(
                 test.auroc_ci_high,
                 result.metrics.recall_at_fpr,
                 threshold_set_on=result.metrics.control,
-                shortcut_audit=_audit(loaded, dataset, result),
+                shortcut_audit=result.artifact.card.get("shortcut_audit"),  # train audits it
                 transfer=_transfer(loaded, name, result, limit),
                 behaviour=behaviour_rates(dataset),
             )
         )
     return results
-
-
-def _audit(loaded: LoadedModel, dataset: Dataset, result: TrainResult) -> dict[str, Any]:
-    from probewatch.shortcut_audit import AuditInputs, run_shortcut_audit
-
-    card = result.artifact.card
-    assert isinstance(result.metrics, BinaryScores)  # binary families only
-    inputs = AuditInputs(
-        dataset,
-        result.artifact.probe,
-        result.best_site,
-        result.metrics.test.auroc,
-        positions=result.artifact.positions,
-        aggregator=None,  # families use the mean over the probed tokens
-    )
-    audit = run_shortcut_audit(loaded, inputs).to_dict()
-    card["shortcut_audit"] = audit
-    return audit
 
 
 def _transfer(

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from probewatch.errors import ProbewatchError
+from probewatch.metrics.shortcuts import serving_refusal
 from probewatch.models.loading import LoadedModel
 from probewatch.monitor import MonitoredProbe, ProbeBank
 from probewatch.paths import clean_stale_scratch, scratch_prefix
@@ -45,12 +46,21 @@ def check_name(name: str) -> str:
     return name
 
 
-def usable_probe(name: str, path: Path, loaded: LoadedModel) -> MonitoredProbe:
+def usable_probe(
+    name: str, path: Path, loaded: LoadedModel, serve_shortcuts: bool = False
+) -> MonitoredProbe:
     """The probe at `path` as the monitor will use it, or a ProbewatchError saying why not.
-    Messages name the probe, never the directory (an upload's scratch path is the server's)."""
+    A probe whose card's shortcut audit says "likely shortcut" is refused unless
+    `serve_shortcuts`. Messages name the probe, never the directory (an upload's scratch path
+    is the server's)."""
     try:
         _check_card_file(path / CARD)
         artifact = load_probe(path, loaded)
+        refusal = serving_refusal(artifact.card, name, force=serve_shortcuts)
+        if refusal:
+            raise ProbewatchError(
+                refusal, hint="retrain it on data without the confound, or serve --serve-shortcuts"
+            )
         probe = MonitoredProbe.from_artifact(name, artifact)
         _check_monitor_settings(probe)
         _check_scores(probe, loaded)
@@ -154,9 +164,10 @@ class ProbeRegistry:
     """Probe artifacts in `root` that passed every check (`probes`), and those that did not
     (`skipped`: name -> reason)."""
 
-    def __init__(self, root: Path, loaded: LoadedModel) -> None:
+    def __init__(self, root: Path, loaded: LoadedModel, serve_shortcuts: bool = False) -> None:
         self.root = root
         self.loaded = loaded
+        self.serve_shortcuts = serve_shortcuts
         self._lock = threading.Lock()
         self.probes: dict[str, MonitoredProbe] = {}
         self.skipped: dict[str, str] = {}
@@ -173,7 +184,9 @@ class ProbeRegistry:
                 if path.name.startswith("."):
                     continue
                 try:
-                    probes[path.name] = usable_probe(path.name, path, self.loaded)
+                    probes[path.name] = usable_probe(
+                        path.name, path, self.loaded, self.serve_shortcuts
+                    )
                 except ProbewatchError as exc:
                     skipped[path.name] = exc.message
         with self._lock:
@@ -192,7 +205,7 @@ class ProbeRegistry:
         try:
             (scratch / CARD).write_bytes(card)
             (scratch / WEIGHTS).write_bytes(weights)
-            usable_probe(name, scratch, self.loaded)
+            usable_probe(name, scratch, self.loaded, self.serve_shortcuts)
             scratch.rename(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -88,7 +88,7 @@ class ServerState:
     def _load(self) -> None:
         try:
             loaded = self._loaded or load_model(self.config.model, device=self.config.device)
-            probes = ProbeRegistry(self.config.probes_dir, loaded)
+            probes = ProbeRegistry(self.config.probes_dir, loaded, self.config.serve_shortcuts)
             vectors = VectorRegistry(self.config.vectors_dir, loaded)
             engine = self._engine_factory(loaded, list(probes.probes.values()), self.config)
             engine.start()

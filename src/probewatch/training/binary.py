@@ -10,36 +10,14 @@ import torch
 from probewatch.config import HarvestSpec, ProbeSpec
 from probewatch.data.base import Dataset, require_binary
 from probewatch.metrics.calibration import PlattScaler, expected_calibration_error, threshold_at_fpr
-from probewatch.metrics.scores import auroc, binary_metrics, fpr_at_recall
-from probewatch.probes.aggregators import Aggregator, make_aggregator
+from probewatch.metrics.scores import binary_metrics, fpr_at_recall
+from probewatch.probes.aggregators import make_aggregator
 from probewatch.probes.base import Probe
-from probewatch.store import StoredSite, harvest, token_order
+from probewatch.store import StoredSite, harvest
+from probewatch.training.examples import per_example, safe_auroc
 from probewatch.training.results import BinaryScores, SweepRow
+from probewatch.training.shortcut_audit import AuditInputs, run_shortcut_audit
 from probewatch.training.sweep import Chosen, Run, Scored, TrainingTask, dataset_entry, n_examples
-
-
-def per_example(
-    scores: torch.Tensor, stored: StoredSite, aggregator: Aggregator | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One score per example: its token scores reduced by `aggregator` (default mean), in
-    token order; returns scores, labels and example indices, in example order."""
-    index = stored.example_index
-    unique, inverse = torch.unique(index, return_inverse=True)
-    labels = torch.zeros(unique.shape[0], dtype=torch.float64)
-    labels[inverse] = stored.label.double()
-    if aggregator is None or aggregator.name == "mean":
-        sums = torch.zeros(unique.shape[0], dtype=torch.float64)
-        sums.index_add_(0, inverse, scores.double())
-        counts = torch.bincount(inverse, minlength=unique.shape[0]).double()
-        return (sums / counts).numpy(), labels.numpy(), unique.numpy()
-    order = token_order(stored)
-    grouped = torch.split(scores.double()[order], torch.bincount(inverse).tolist())
-    reduced = np.array([aggregator.aggregate(g.numpy()) for g in grouped])
-    return reduced, labels.numpy(), unique.numpy()
-
-
-def safe_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    return auroc(scores, labels) if 0 < labels.sum() < labels.size else float("nan")
 
 
 class BinaryTask(TrainingTask):
@@ -106,6 +84,8 @@ class BinaryTask(TrainingTask):
         }
         if run.positions != "last":
             extra["aggregator"] = self.aggregator.config()
+        if spec.shortcut_audit:
+            extra["shortcut_audit"] = self._audit(run, best, metrics.test.auroc)
         entry = dataset_entry(
             self.dataset,
             n_fit=n_examples(best.fit_part),
@@ -113,6 +93,20 @@ class BinaryTask(TrainingTask):
             n_test=int(test_scores.size),
         )
         return metrics, entry, extra
+
+    def _audit(self, run: Run, best: Chosen, probe_auroc: float) -> dict[str, Any]:
+        """The shortcut audit of the chosen probe, for its card."""
+        inputs = AuditInputs(
+            self.dataset,
+            best.probe,
+            best.row.site,
+            probe_auroc,
+            positions=run.positions,
+            aggregator=None if run.positions == "last" else self.aggregator,
+            kind=self.spec.kind or self.default_kind,
+            probe_config=self.spec.probe_options(),
+        )
+        return run_shortcut_audit(run.loaded, inputs, progress=run.progress).to_dict()
 
     def _control_scores(self, run: Run, best: Chosen) -> tuple[np.ndarray, str]:
         control = self.control

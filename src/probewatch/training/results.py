@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from probewatch.metrics.scores import BinaryMetrics
+from probewatch.metrics.shortcuts import ShortcutAudit
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.store import ActivationStore
 
@@ -150,4 +151,10 @@ class TrainResult:
 
     def report(self) -> str:
         """The table, then the chosen probe's held-out numbers."""
-        return f"{self.table()}\n\nbest probe {self.best_site}, {self.metrics.details()}"
+        text = f"{self.table()}\n\nbest probe {self.best_site}, {self.metrics.details()}"
+        audit = self.artifact.card.get("shortcut_audit")
+        if audit:
+            text += "\n" + ShortcutAudit.from_dict(audit).line()
+            text += "".join(f"\n  ! {reason}" for reason in audit.get("reasons", []))
+            text += "".join(f"\n  warning: {w}" for w in audit.get("warnings", []))
+        return text

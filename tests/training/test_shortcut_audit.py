@@ -8,8 +8,8 @@ import pytest
 
 from probewatch.config import ProbeSpec
 from probewatch.data.base import Dataset, DatasetCard, Example
-from probewatch.shortcut_audit import AuditInputs, run_shortcut_audit
 from probewatch.training import BinaryScores, train
+from probewatch.training.shortcut_audit import AuditInputs, run_shortcut_audit
 from tests.helpers import tiny_model
 
 

@@ -5,18 +5,15 @@ split, and the chosen probe on the dataset's format-matched control, if it has o
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from probewatch.config import HarvestSpec, as_positions
 from probewatch.data import SHORTCUT_CONTROLS, load_dataset
 from probewatch.data.base import Dataset, Example
-from probewatch.metrics.scores import auroc
 from probewatch.metrics.shortcuts import EARLY_SITES, ShortcutAudit, surface_baseline_auroc
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.aggregators import Aggregator
 from probewatch.probes.base import Probe, make_probe
 from probewatch.store import harvest
-from probewatch.training import per_example
+from probewatch.training.examples import per_example, safe_auroc
 
 
 @dataclass
@@ -51,10 +48,6 @@ def words_baseline(dataset: Dataset) -> float:
     )
 
 
-def _safe_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    return auroc(scores, labels) if 0 < labels.sum() < labels.size else float("nan")
-
-
 def early_layer_aurocs(
     loaded: LoadedModel, inputs: AuditInputs, progress: bool = False
 ) -> dict[str, float]:
@@ -67,7 +60,7 @@ def early_layer_aurocs(
         train, test = stored.rows("train"), stored.rows("test")
         probe = make_probe(inputs.kind, **inputs.probe_config).fit(train.acts, train.label)
         scores, labels, _ = per_example(probe.score(test.acts), test, inputs.aggregator)
-        out[site] = _safe_auroc(scores, labels)
+        out[site] = safe_auroc(scores, labels)
     return out
 
 
@@ -79,7 +72,7 @@ def control_auroc(
     store = harvest(loaded, control, read, progress=progress)
     stored = store.load(inputs.site)
     scores, labels, _ = per_example(inputs.probe.score(stored.acts), stored, inputs.aggregator)
-    return _safe_auroc(scores, labels)
+    return safe_auroc(scores, labels)
 
 
 def run_shortcut_audit(
