@@ -141,7 +141,7 @@ def _direction(
     bias = anat.unembed_bias.detach().double() if anat.unembed_bias is not None else None
     consts: dict[str, torch.Tensor] = {}
     if isinstance(target, ProbeScore):
-        weight, probe_bias = affine_form(target.probe.probe, anat.d_model)
+        weight, probe_bias = affine_form(target.probe.probe)
         read = kept["final_out"] if "final_out" in kept else kept.get("read", kept["embed"])
         own = target.probe.probe.score(read.float().cpu()).reshape(-1).double()
         consts["probe_bias"] = probe_bias.expand(len(rows)).clone()

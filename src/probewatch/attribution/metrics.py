@@ -75,7 +75,7 @@ class ProbeMetric:
     def __call__(self, acts: torch.Tensor, _examples: torch.Tensor) -> torch.Tensor:
         # The affine form keeps gradients (attribution patching); other probes score as usual.
         try:
-            weight, bias = affine_form(self.probe.probe, acts.shape[-1])
+            weight, bias = affine_form(self.probe.probe)
         except ProbewatchError:
             return self.probe.probe.score(acts.detach().float().cpu()).reshape(-1).double()
         return acts.double() @ weight.to(acts.device) + bias

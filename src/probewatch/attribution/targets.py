@@ -75,15 +75,17 @@ def single_token(tokenizer: Any, text: str) -> int:
     return int(ids[0])
 
 
-def affine_form(probe: Any, _d_model: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w [d], b) with score(x) = x·w + b, as the probe kind declares it (`Probe.affine()`);
-    a probe that is not affine is refused."""
+def affine_form(probe: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w [d], b) with score(x) = x·w + b, as the probe declares it (`Probe.affine()`, which
+    every `AffineProbe` answers); a probe that is not affine is refused."""
     form = probe.affine()
     if form is None:
+        kind = getattr(probe, "kind", type(probe).__name__)
         raise ProbewatchError(
-            f"the {type(probe).__name__} probe is not affine in its activation, so its score "
-            "has no additive decomposition",
-            hint="attribute a linear probe (logistic, mass-mean, ridge, PCA), or use patching",
+            f"attribution needs a linear probe: a {kind!r} probe is not affine in its "
+            "activation, so its score has no additive decomposition",
+            hint="attribute a linear probe (logistic, mass_mean, ridge, pca_diff), or measure "
+            "this one with activation patching (`probewatch attribute patch --probe ...`)",
         )
     weight, bias = form
     return weight.reshape(-1).double(), torch.as_tensor(bias).reshape(()).double()

@@ -89,7 +89,10 @@ def install_handlers(app: FastAPI, redact: Redactor) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        reason = str(first["msg"])
+        if first.get("type") == "extra_forbidden":
+            reason = "unknown field; this route's fields are listed in GET /openapi.json"
+        message = f"{where}: {reason}" if where else reason
         return error_response(400, message)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -33,7 +33,9 @@ def _whole(value: Any) -> Any:
 
 Text = Annotated[str, AfterValidator(_encodable)]
 Integer = Annotated[int, BeforeValidator(_whole)]
-Name = Annotated[Text, Field(min_length=1, max_length=200)]
+# The length constraint before the Unicode check, so an empty name reads "String should have
+# at least 1 character" rather than pydantic's generic "Value should have at least 1 item".
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_encodable)]
 Probability = Annotated[float, Field(description="calibrated probability (0..1)")]
 
 
@@ -76,6 +78,30 @@ class ChatRequest(Request):
         default=None, description="probes to report (default: all loaded probes)"
     )
     steering: Steering | None = None
+
+
+class AttributionMessage(ChatMessage):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class AttributionRequest(Request):
+    """`POST /v1/attribution`. Not an OpenAI route, so a field it does not know is refused
+    (a misspelt `prefix` would otherwise attribute the wrong token)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    messages: list[AttributionMessage] = Field(
+        min_length=1, description="the conversation the response answers; ends with the user"
+    )
+    prefix: Text = Field(
+        min_length=1,
+        description="the response text up to and including the token to attribute (its last "
+        "token is the one attributed)",
+    )
+    top: Integer = Field(default=8, ge=1, le=50, description="parts listed per target")
+    probes: list[Name] | None = Field(
+        default=None, description="probes to attribute (default: all loaded probes)"
+    )
 
 
 class EventsQuery(BaseModel):
@@ -240,6 +266,39 @@ class ChatCompletion(Reply):
     choices: list[CompletionChoice]
     usage: Usage
     probewatch: CompletionPayload
+
+
+# -- attribution --------------------------------------------------------------------------------
+
+
+class Part(Reply):
+    part: str = Field(
+        description="embed, L<layer>H<head>, attn_bias.<layer>, mlp.<layer>, or a constant row "
+        "(unembed_bias, final_norm_bias, probe_bias, softcap_rest, ...)"
+    )
+    value: float
+
+
+class PartsOf(Reply):
+    """One target decomposed: its value as the model computes it, and its largest parts."""
+
+    value: float = Field(
+        description="the model's own value (the token's logit, a probe's raw score)"
+    )
+    error: float = Field(description="|sum of all parts - value| (all parts, not only top)")
+    top: list[Part] = Field(description="the largest parts by magnitude, largest first")
+
+
+class Skipped(Reply):
+    skipped: str = Field(description="why this probe has no decomposition (e.g. not affine)")
+
+
+class TokenAttribution(Reply):
+    """Who wrote a token: the parts of its logit, and of each probe's raw score at it."""
+
+    token: str = Field(description="the attributed token (the last token of prefix)")
+    logit: PartsOf = Field(description="the token's logit at the position before it")
+    probes: dict[str, PartsOf | Skipped] = Field(description="each probe's raw score at the token")
 
 
 # -- events, models, health ---------------------------------------------------------------------

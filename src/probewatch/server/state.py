@@ -62,6 +62,14 @@ class Ready:
     ) -> None:
         self.loaded, self.probes, self.vectors, self.engine = loaded, probes, vectors, engine
 
+    def chosen_probes(self, names: Sequence[str] | None) -> dict[str, MonitoredProbe]:
+        """The served probes a request names (all of them for None); 404 for a name not served."""
+        served = self.probes.probes
+        unknown = [name for name in names or [] if name not in served]
+        if unknown:
+            raise ApiError(404, f"unknown probes {unknown}; served: {sorted(served)}", "not_found")
+        return dict(served) if names is None else {name: served[name] for name in names}
+
 
 class ServerState:
     def __init__(

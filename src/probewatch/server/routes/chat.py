@@ -94,10 +94,7 @@ async def prepare(body: ChatRequest, parts: Ready, state: ServerState) -> Genera
             f"model {body.model!r} is not served; this server serves {loaded.name!r}",
             "not_found",
         )
-    served = parts.probes.probes
-    unknown = [p for p in body.probes or [] if p not in served]
-    if unknown:
-        raise ApiError(404, f"unknown probes {unknown}; served: {sorted(served)}", "not_found")
+    parts.chosen_probes(body.probes)  # 404 for a probe not served
     for asked in (body.max_tokens, body.max_completion_tokens):
         if asked is not None and asked > config.max_output_tokens:
             limit = config.max_output_tokens
