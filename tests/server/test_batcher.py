@@ -1,6 +1,7 @@
 """Request isolation in the HF engine, through the server: a bad request fails alone, a
 failure inside generation fails only its request, a seed gives the same tokens batched or not."""
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -69,3 +70,33 @@ def test_a_failure_inside_generation_fails_only_its_request(
         assert reply.json()["choices"] == reference["choices"]
     assert "generation failed for this request" in replies[3].json()["error"]["message"]
     assert httpx.get(hostile.url + "/health").json()["status"] == "ok"
+
+
+# -- 2. exclusive work (attribution) never overlaps a generation -------------------------------
+
+
+def test_exclusive_work_waits_for_the_batch_and_sees_no_monitor_hooks(
+    hostile: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = hostile.app.state.server.parts.engine
+    model = hostile.app.state.server.parts.loaded.model
+    stream = Monitor.stream
+
+    def slow(self: Monitor, conversations: Any, **kwargs: Any) -> Iterator[Any]:
+        for step in stream(self, conversations, **kwargs):
+            time.sleep(0.05)  # a decode step long enough for the work below to try to cut in
+            yield step
+
+    monkeypatch.setattr(Monitor, "stream", slow)
+    seen: list[tuple[int, bool]] = []
+    with ThreadPoolExecutor(2) as pool:
+        generating = pool.submit(
+            httpx.post, hostile.url + CHAT, json=ask(max_tokens=16), timeout=60
+        )
+        while engine.stats.tokens == 0 and not generating.done():
+            time.sleep(0.005)  # until the batch is decoding, its read hooks on the model
+        hooks = lambda: sum(len(m._forward_hooks) for m in model.modules())  # noqa: E731
+        seen.append((engine.exclusive(hooks), generating.done() or engine.stats.tokens >= 16))
+        assert generating.result().status_code == 200
+    # It ran once the batch had finished decoding: no monitor hook on the model.
+    assert seen == [(0, True)]

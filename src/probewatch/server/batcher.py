@@ -19,11 +19,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from probewatch.models.loading import LoadedModel
-from probewatch.monitor import Monitor, MonitoredProbe, PromptStep
+from probewatch.monitor import Monitor, MonitoredProbe, PromptStep, TokenStep
 from probewatch.server.engine import (
     Delivery,
     Engine,
@@ -32,6 +32,7 @@ from probewatch.server.engine import (
     Finished,
     GenerationRequest,
     PromptScored,
+    T,
     TokenGenerated,
     relay,
 )
@@ -84,6 +85,9 @@ class HFBatcher(Engine):
         self._held: Job | None = None
         self._active: dict[str, Job] = {}
         self._lock = threading.Lock()
+        # Held while a batch generates (the monitor's hooks are on the model) and by
+        # `exclusive` work such as attribution, so neither sees the other's forward passes.
+        self._model_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="probewatch-batcher", daemon=True)
 
     # -- Engine ------------------------------------------------------------------------------
@@ -135,6 +139,10 @@ class HFBatcher(Engine):
             job = self._active.get(request_id)
         if job is not None:
             job.cancelled = True
+
+    def exclusive(self, work: Callable[[], T]) -> T:
+        with self._model_lock:
+            return work()
 
     # -- the worker --------------------------------------------------------------------------
 
@@ -202,6 +210,12 @@ class HFBatcher(Engine):
             seed=[r.seed for r in requests],
             steering=steering.additions if steering else (),
         )
+        with self._model_lock:
+            self._relay(batch, monitor, stream)
+
+    def _relay(
+        self, batch: list[Job], monitor: Monitor, stream: Iterator[PromptStep | TokenStep]
+    ) -> None:
         for step in stream:
             job = batch[step.row]
             if isinstance(step, PromptStep):

@@ -20,12 +20,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from probewatch.monitor import Alert, MonitoredProbe, MonitoredResponse, TokenStep
 
 Message = dict[str, str]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,12 @@ class Engine(ABC):
     @abstractmethod
     def cancel(self, request_id: str) -> None:
         """Stop generating `request_id` within one decode step (no-op if it is done)."""
+
+    def exclusive(self, work: Callable[[], T]) -> T:
+        """Run `work`, a forward pass of its own on the served model (attribution), so that it
+        never overlaps generation: the hooks the engine sets while it generates must not see
+        it. An engine whose model runs elsewhere (vLLM, in its own process) runs it directly."""
+        return work()
 
 
 Sink = Callable[[Delivery], None]

@@ -42,4 +42,8 @@ async def attribute_token(
             f"messages and prefix are more than {limit} tokens, this server's limit "
             "(--max-prompt-tokens + --max-output-tokens): attribute a shorter conversation",
         )
-    return await asyncio.to_thread(who_wrote, parts.loaded, messages, body.prefix, probes, body.top)
+    # Never during a generation: the monitor's hooks would read this forward pass.
+    return await asyncio.to_thread(
+        parts.engine.exclusive,
+        lambda: who_wrote(parts.loaded, messages, body.prefix, probes, body.top),
+    )
