@@ -32,6 +32,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.probes.aggregators import Aggregator, Stream, make_aggregator
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.sites import layer_list, parse_site, resolve_module
+from probewatch.tokens import prompt_text
 
 Message = dict[str, str]
 # A fast tokenizer must not be called from two threads at once ("Already borrowed"): the
@@ -248,15 +249,13 @@ class Monitor:
 
     def _encode(self, conversations: Sequence[Sequence[Message]]) -> tuple[torch.Tensor, ...]:
         tokenizer = self.loaded.tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            texts = [
-                tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True)
-                for c in conversations
-            ]
-            special = False
-        else:  # a base model: plain concatenation of the message contents
-            texts = ["\n".join(m["content"] for m in c) for c in conversations]
-            special = True
+        rendered = [prompt_text(tokenizer, c) for c in conversations]
+        # A base model (no chat template): plain concatenation of the message contents.
+        special = any(text is None for text in rendered)
+        texts = [
+            text if text is not None else "\n".join(m["content"] for m in c)
+            for text, c in zip(rendered, conversations, strict=True)
+        ]
         with _ENCODE_LOCK:  # padding settings live in the shared Rust tokenizer
             encoded = tokenizer(
                 texts,

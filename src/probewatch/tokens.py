@@ -6,7 +6,7 @@ marked using the tokenizer's offsets. This works for any chat template, with or 
 `{% generation %}` markers.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,18 @@ class Batch:
     token_mask: torch.Tensor | None  # [B, T] bool, the positions of interest, or None
 
 
+def prompt_text(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str | None:
+    """The conversation rendered with the chat template and the generation prompt (the point
+    where the model's answer starts), or None when the tokenizer has no chat template."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return None
+    return str(
+        tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+    )
+
+
 def render_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, Span]:
     """Render a conversation with the model's chat template; return it and the span of the
     final message's content.
@@ -41,16 +53,12 @@ def render_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, Span]
             hint="use plain text examples, or a chat model such as the default SmolLM2-Instruct",
         )
     ends_with_response = messages[-1].get("role") == "assistant"
-    text = tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=not ends_with_response
-    )
-    prefix = (
-        tokenizer.apply_chat_template(
-            list(messages[:-1]), tokenize=False, add_generation_prompt=True
-        )
-        if ends_with_response and len(messages) > 1
-        else ""
-    )
+    if not ends_with_response:
+        text = prompt_text(tokenizer, messages) or ""
+        prefix = ""
+    else:
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+        prefix = (prompt_text(tokenizer, messages[:-1]) or "") if len(messages) > 1 else ""
     content = messages[-1]["content"]
     start = text.find(content, len(prefix) if text.startswith(prefix) else 0)
     if start < 0:

@@ -24,6 +24,7 @@ import torch
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import atomic_text, cache_dir
+from probewatch.tokens import prompt_text
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,13 @@ def generated_by(loaded: LoadedModel, settings: GenerationSettings) -> dict[str,
 
 
 def render_prompt(tokenizer: Any, conversation: Conversation) -> str:
-    if getattr(tokenizer, "chat_template", None) is None:
+    text = prompt_text(tokenizer, conversation)
+    if text is None:
         raise ProbewatchError(
             "generated datasets need a chat model; this tokenizer has no chat template",
             hint="use the default model (SmolLM2-Instruct) or another instruct model",
         )
-    text = tokenizer.apply_chat_template(
-        [dict(m) for m in conversation], tokenize=False, add_generation_prompt=True
-    )
-    return str(text)
+    return text
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
