@@ -32,14 +32,14 @@ from probewatch.attribution.patching import (
     _hooks,
     _last,
     _module_for,
-    _probe_read,
     check_pairs,
     patch_sweep,
+    probe_read_hook,
     record_sources,
 )
 from probewatch.attribution.recording import model_kwargs
 from probewatch.hooks import hidden_of, with_hidden
-from probewatch.sites import Site, layer_list, resolve_module
+from probewatch.sites import Site, resolve_module
 from probewatch.tokens import Batch
 
 
@@ -88,16 +88,10 @@ def _gradients(
     """(activation, gradient of Σ_pairs metric) at every component of every layer."""
     kept: dict[tuple[str, int], torch.Tensor] = {}
     pairs = _component_hooks(anat, kept, drop_layer)
-    probe_layer, probe_final = _probe_read(anat, metric)
     read: dict[str, torch.Tensor] = {}
-    if probe_layer is not None or probe_final:
-        blocks = layer_list(anat.model)
-        target = anat.final_norm.module if probe_layer is None else blocks[probe_layer]
-
-        def grab(_m: nn.Module, _a: Any, output: Any) -> None:
-            read["acts"] = hidden_of(output)
-
-        pairs.append((target, grab, False))
+    reading = probe_read_hook(anat, metric, read)
+    if reading is not None:
+        pairs.append(reading)
     flags = [p.requires_grad for p in anat.model.parameters()]
     for p in anat.model.parameters():
         p.requires_grad_(False)

@@ -112,6 +112,22 @@ def _probe_read(anat: Anatomy, metric: Metric) -> tuple[int | None, bool]:
     )
 
 
+def probe_read_hook(
+    anat: Anatomy, metric: Metric, read: dict[str, torch.Tensor]
+) -> tuple[nn.Module, Any, bool] | None:
+    """A read hook that keeps, in read["acts"], the activation the metric's probe scores (a
+    block's output, or the final norm's); None for a logit metric."""
+    probe_layer, probe_final = _probe_read(anat, metric)
+    if probe_layer is None and not probe_final:
+        return None
+    target = anat.final_norm.module if probe_layer is None else layer_list(anat.model)[probe_layer]
+
+    def grab(_m: nn.Module, _args: Any, output: Any) -> None:
+        read["acts"] = hidden_of(output)
+
+    return target, grab, False
+
+
 @torch.no_grad()
 def record_sources(loaded: Any, batch: Batch, probe_sites: Sequence[str] = ()) -> Sources:
     """Every component's activation at every layer of one run (the patch donor)."""
@@ -499,15 +515,9 @@ def patch_reference(loaded: Any, base: Batch, sources: Sources, metric: Metric, 
         return with_hidden(output, write(hidden_of(output), anat.n_heads))
 
     hooks: list[tuple[nn.Module, Any, bool]] = [(module, pre if is_input else post, is_input)]
-    probe_layer, probe_final = _probe_read(anat, metric)
-    if probe_layer is not None or probe_final:
-        blocks = layer_list(loaded.model)
-        target = anat.final_norm.module if probe_layer is None else blocks[probe_layer]
-
-        def grab(_m: nn.Module, _args: Any, output: Any) -> None:
-            read["acts"] = hidden_of(output)
-
-        hooks.append((target, grab, False))
+    reading = probe_read_hook(anat, metric, read)
+    if reading is not None:
+        hooks.append(reading)
     with _hooks(hooks):
         out = loaded.model(**model_kwargs(loaded.model, base))
     last = _last(base)

@@ -95,13 +95,7 @@ def _read_jsonl(path: Path) -> tuple[list[str], Rows]:
             if not line.strip():
                 continue
             where = f"{path.name} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProbewatchError(
-                    f"{where}: not valid JSON ({exc.msg})",
-                    hint="each line must be one JSON object",
-                ) from exc
+            row = _json(line, f"{where}: not", "each line must be one JSON object")
             if not isinstance(row, dict):
                 raise ProbewatchError(f"{where}: expected a JSON object, got {row!r:.60}")
             columns.update(dict.fromkeys(row))
@@ -162,16 +156,19 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _json(text: str, what: str, hint: str) -> Any:
+    """`text` parsed as JSON, or an error "<what> valid JSON (<why>)" with `hint`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProbewatchError(f"{what} valid JSON ({exc.msg})", hint=hint) from exc
+
+
 def parse_messages(value: Any, where: str) -> tuple[dict[str, str], ...]:
     """A chat from a list (or JSON string) of {"role", "content"} objects."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ProbewatchError(
-                f"{where}: messages are not valid JSON ({exc.msg})",
-                hint='write a JSON list such as [{"role": "user", "content": "Hi"}]',
-            ) from exc
+        hint = 'write a JSON list such as [{"role": "user", "content": "Hi"}]'
+        value = _json(value, f"{where}: messages are not", hint)
     if not isinstance(value, list) or not value:
         raise ProbewatchError(
             f"{where}: messages must be a non-empty list of {{role, content}} objects",
