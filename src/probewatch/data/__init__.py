@@ -1,7 +1,7 @@
 """Labelled datasets: built-in builders by name, and the user's own files."""
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,13 @@ from probewatch.data.harm import (
     build_harm_vocabulary_control,
     build_harmful_vs_harmless,
 )
-from probewatch.data.truth import build_capitals, build_comparisons, build_translations
+from probewatch.data.truth import (
+    Form,
+    Relation,
+    build_capitals,
+    build_comparisons,
+    build_translations,
+)
 from probewatch.errors import ProbewatchError
 
 if TYPE_CHECKING:
@@ -25,62 +31,86 @@ if TYPE_CHECKING:
 
 Builder = Callable[[int], Dataset]
 
-BUILDERS: dict[str, Builder] = {
-    "cities": lambda seed: build_cities("affirmative", seed),
-    "neg_cities": lambda seed: build_cities("negated", seed),
-    "capitals": lambda seed: build_capitals("affirmative", seed),
-    "neg_capitals": lambda seed: build_capitals("negated", seed),
-    "sp_en_trans": lambda seed: build_translations("affirmative", seed),
-    "neg_sp_en_trans": lambda seed: build_translations("negated", seed),
-    "larger_than": lambda seed: build_comparisons("larger", "affirmative", seed),
-    "neg_larger_than": lambda seed: build_comparisons("larger", "negated", seed),
-    "smaller_than": lambda seed: build_comparisons("smaller", "affirmative", seed),
-    "neg_smaller_than": lambda seed: build_comparisons("smaller", "negated", seed),
-    "harmful_vs_harmless": build_harmful_vs_harmless,
-    "benign_control": build_benign_control,
-    "harm_vocabulary_control": build_harm_vocabulary_control,
-    "eval_awareness": build_eval_awareness,
-    "eval_awareness_control": build_eval_awareness_control,
-    "deception_instructed": build_deception_instructed,
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One built-in dataset: how it is built and what the rest of probewatch uses it for."""
+
+    build: Builder | None = None  # None: labelled from a model's answers (data.generated)
+    family: str | None = None  # the generalization family it belongs to (e.g. "truth")
+    control: str | None = None  # its format-matched control (the shortcut audit)
+    benign_control: str | None = None  # the separate benign set its threshold is set on
+    in_families: bool = False  # a row of `probewatch families`
+    transfer: str | None = None  # families also scores its probe on this set's test split
+
+
+def _truth(build: Callable[[Form, int], Dataset], form: Form, family: bool = True) -> DatasetEntry:
+    return DatasetEntry(
+        lambda seed: build(form, seed),
+        family="truth" if family else None,
+        in_families=family and form == "affirmative",
+    )
+
+
+def _comparison(kind: Relation, form: Form, family: bool = True) -> DatasetEntry:
+    entry = _truth(lambda f, seed: build_comparisons(kind, f, seed), form, family)
+    return replace(entry, in_families=entry.in_families and kind == "larger")
+
+
+# The one table of built-in datasets (generated ones are built by data.generated, named here
+# so that listing them does not import the model stack).
+DATASETS: dict[str, DatasetEntry] = {
+    "cities": _truth(build_cities, "affirmative"),
+    "neg_cities": _truth(build_cities, "negated"),
+    "capitals": _truth(build_capitals, "affirmative"),
+    "neg_capitals": _truth(build_capitals, "negated"),
+    "sp_en_trans": _truth(build_translations, "affirmative"),
+    "neg_sp_en_trans": _truth(build_translations, "negated"),
+    "larger_than": _comparison("larger", "affirmative"),
+    "neg_larger_than": _comparison("larger", "negated", family=False),
+    "smaller_than": _comparison("smaller", "affirmative"),
+    "neg_smaller_than": _comparison("smaller", "negated", family=False),
+    "harmful_vs_harmless": DatasetEntry(
+        build_harmful_vs_harmless,
+        control="harm_vocabulary_control",
+        benign_control="benign_control",
+        in_families=True,
+    ),
+    "benign_control": DatasetEntry(build_benign_control),
+    "harm_vocabulary_control": DatasetEntry(build_harm_vocabulary_control),
+    "eval_awareness": DatasetEntry(
+        build_eval_awareness, control="eval_awareness_control", in_families=True
+    ),
+    "eval_awareness_control": DatasetEntry(build_eval_awareness_control),
+    "deception_instructed": DatasetEntry(
+        build_deception_instructed, in_families=True, transfer="deception_roleplay"
+    ),
+    "deception_roleplay": DatasetEntry(in_families=True),
+    "deception_told_to_lie": DatasetEntry(in_families=True),
+    "knowledge_qa": DatasetEntry(in_families=True),
+    "sandbagging": DatasetEntry(in_families=True),
+    "thinking_progress": DatasetEntry(),
 }
 
-
-# Families whose members are compared against each other (the generalization matrix).
+# Views of the table, for the code that needs one aspect of it.
+BUILDERS: dict[str, Builder] = {n: e.build for n, e in DATASETS.items() if e.build is not None}
+GENERATED: tuple[str, ...] = tuple(n for n, e in DATASETS.items() if e.build is None)
 FAMILIES: dict[str, list[str]] = {
-    "truth": [
-        "cities",
-        "neg_cities",
-        "capitals",
-        "neg_capitals",
-        "sp_en_trans",
-        "neg_sp_en_trans",
-        "larger_than",
-        "smaller_than",
-    ],
+    family: [n for n, e in DATASETS.items() if e.family == family]
+    for family in dict.fromkeys(e.family for e in DATASETS.values() if e.family)
 }
-
-
 # The format-matched control of each dataset that has one: the surface feature varies, the
 # concept does not, so a probe reading the concept scores it near chance (shortcut audit).
-SHORTCUT_CONTROLS: dict[str, str] = {
-    "harmful_vs_harmless": "harm_vocabulary_control",
-    "eval_awareness": "eval_awareness_control",
+SHORTCUT_CONTROLS: dict[str, str] = {n: e.control for n, e in DATASETS.items() if e.control}
+BENIGN_CONTROLS: dict[str, str] = {
+    n: e.benign_control for n, e in DATASETS.items() if e.benign_control
 }
+BINARY_FAMILIES: tuple[str, ...] = tuple(n for n, e in DATASETS.items() if e.in_families)
+TRANSFER: dict[str, str] = {n: e.transfer for n, e in DATASETS.items() if e.transfer}
 
 
 def dataset_names() -> list[str]:
     return sorted(BUILDERS)
-
-
-# Datasets labelled from the model's own generations (probewatch.data.generated); named here
-# so that listing them does not import the model stack.
-GENERATED: tuple[str, ...] = (
-    "deception_roleplay",
-    "deception_told_to_lie",
-    "knowledge_qa",
-    "sandbagging",
-    "thinking_progress",
-)
 
 
 def load_dataset(
@@ -150,12 +180,17 @@ def limit_examples(dataset: Dataset, limit: int | None, seed: int = 0) -> Datase
 
 
 __all__ = [
+    "BENIGN_CONTROLS",
+    "BINARY_FAMILIES",
     "BUILDERS",
+    "DATASETS",
     "FAMILIES",
     "GENERATED",
     "SHORTCUT_CONTROLS",
+    "TRANSFER",
     "Dataset",
     "DatasetCard",
+    "DatasetEntry",
     "Example",
     "dataset_names",
     "limit_examples",

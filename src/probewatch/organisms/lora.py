@@ -163,7 +163,9 @@ def finetune(
         train_log.losses.append(float(loss.detach()))
         train_log.n_label_tokens += int(rows_idx.numel())
         if step % 8 == 0:
-            log.info("organism step %d/%d loss %.3f", step + 1, settings.steps, float(loss.detach()))
+            log.info(
+                "organism step %d/%d loss %.3f", step + 1, settings.steps, float(loss.detach())
+            )
     train_log.steps = settings.steps
     train_log.seconds = time.perf_counter() - started
     merged = peft_model.merge_and_unload()

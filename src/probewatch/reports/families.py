@@ -15,30 +15,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from probewatch.config import ProbeSpec, as_positions
-from probewatch.data import load_dataset
+from probewatch.data import BENIGN_CONTROLS, BINARY_FAMILIES, TRANSFER, load_dataset
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.training import BinaryScores, TrainResult, train
 from probewatch.training.evaluate import evaluate
-
-BINARY_FAMILIES: tuple[str, ...] = (
-    "cities",
-    "capitals",
-    "sp_en_trans",
-    "larger_than",
-    "harmful_vs_harmless",
-    "eval_awareness",
-    "deception_instructed",
-    "deception_roleplay",
-    "deception_told_to_lie",
-    "knowledge_qa",
-    "sandbagging",
-)
-# The threshold of these is set on a separate benign control (1% FPR there).
-BENIGN_CONTROLS = {"harmful_vs_harmless": "benign_control"}
-# A probe trained on the key is also scored on the value's test split (never trained on).
-TRANSFER = {"deception_instructed": "deception_roleplay"}
 
 
 @dataclass
