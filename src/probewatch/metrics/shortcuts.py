@@ -85,7 +85,8 @@ class ShortcutAudit:
         if self.control_auroc is not None and abs(self.control_auroc - 0.5) > CONTROL_TOLERANCE:
             found.append(
                 f"format-matched control {self.control} AUROC {self.control_auroc:.3f} is "
-                f"outside 0.5 +- {CONTROL_TOLERANCE}: the probe reads the surface feature that set varies"
+                f"outside 0.5 +- {CONTROL_TOLERANCE}: the probe reads the surface feature "
+                "that set varies"
             )
         return found
 
