@@ -45,6 +45,8 @@ class DatasetEntry:
 
 
 def _truth(build: Callable[[Form, int], Dataset], form: Form, family: bool = True) -> DatasetEntry:
+    # `probewatch families` takes the affirmative form of each truth set (larger_than stands
+    # for both comparisons); the generalization family takes both forms.
     return DatasetEntry(
         lambda seed: build(form, seed),
         family="truth" if family else None,
