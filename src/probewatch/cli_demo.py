@@ -70,6 +70,7 @@ def truth_probe(loaded: Any, out: Path, progress: bool) -> None:
 
 def suite_summary(probes_dir: Path) -> list[str]:
     """What each served probe does on held-out data, from its card (so cached probes too)."""
+    from probewatch.metrics.shortcuts import serving_refusal
     from probewatch.probes import load_probe
 
     lines = []
@@ -77,11 +78,9 @@ def suite_summary(probes_dir: Path) -> list[str]:
         card = load_probe(path).card
         metrics, threshold = card.get("metrics", {}), card.get("threshold") or {}
         scope = (card.get("monitor") or {}).get("scope", "response")
-        audit = card.get("shortcut_audit") or {}
-        if audit.get("verdict") == "likely shortcut":
-            lines.append(
-                f"{path.name}: NOT served, likely a shortcut: {'; '.join(audit['reasons'])}"
-            )
+        refusal = serving_refusal(card, path.name)
+        if refusal:
+            lines.append(f"{path.name}: NOT served: {refusal}")
         elif "recall_at_fpr" in metrics:
             lines.append(
                 f"{path.name} ({scope}): threshold set at {threshold.get('target_fpr', 0):.0%} "

@@ -147,4 +147,6 @@ def serving_refusal(card: Mapping[str, Any], name: str, force: bool = False) -> 
     if force or not isinstance(audit, Mapping) or audit.get("verdict") != "likely shortcut":
         return None
     reasons = "; ".join(str(r) for r in audit.get("reasons", [])) or "see its card"
-    return f"probe {name!r} is likely a shortcut ({reasons}); pass force to serve it anyway"
+    return (
+        f"probe {name!r} is likely a shortcut ({reasons}); serve it anyway with --serve-shortcuts"
+    )
