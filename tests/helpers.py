@@ -5,6 +5,7 @@ Tests import from here (`from tests.helpers import tiny_model`); `conftest.py` k
 fixtures, and no test imports another test module (ruff TID251 and tests/test_layering.py).
 """
 
+import json
 import socket
 import threading
 import time
@@ -264,6 +265,22 @@ def write(path: Path, text: str) -> Path:
 
 
 # --- serving -----------------------------------------------------------------------------------
+
+
+def read_then_leave(
+    url: str, body: dict[str, Any], chunks: int = 4, timeout: float = 5.0
+) -> list[str]:
+    """Stream `body` to `url`'s chat completions and leave (close the connection) once
+    `chunks` chunks have arrived: their content deltas, the role chunk's "" first."""
+    sent: list[str] = []
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=timeout) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                sent.append(chunk["choices"][0]["delta"].get("content", ""))
+            if len(sent) == chunks:
+                break
+    return sent
 
 
 def free_port() -> int:

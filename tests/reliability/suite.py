@@ -42,7 +42,7 @@ import psutil
 from probewatch.errors import ProbewatchError
 from probewatch.probes.artifact import load_probe
 from probewatch.store import ActivationStore
-from tests.helpers import free_port, make_probes, tiny_model
+from tests.helpers import free_port, make_probes, read_then_leave, tiny_model
 
 SERVER = """
 import sys, uvicorn
@@ -212,15 +212,8 @@ def disconnects(report: Report, root: Path, quick: bool) -> None:
         ask_once(served.url, "warm up", 2)
         reference = ask_once(served.url, "reference", 200)[1]
         for i in range(n):
-            sent = []
-            request = body(f"leave {i}", 200, True)
-            with httpx.stream("POST", served.url + CHAT, json=request, timeout=60) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        chunk = json.loads(line[6:])
-                        sent.append(chunk["choices"][0]["delta"].get("content", ""))
-                    if len(sent) == 4:  # the role chunk and three tokens
-                        break
+            # the role chunk and three tokens
+            sent = read_then_leave(served.url, body(f"leave {i}", 200, True), timeout=60)
             waits.append(ask_once(served.url, f"next {i}", 2)[1])
             extra.append(_cancelled_as_sent(db, f"leave {i}", "".join(sent[1:]), 3))
     finally:

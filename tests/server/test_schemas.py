@@ -2,7 +2,6 @@
 models, prompt scores and prompt alerts come in the first chunk (before any token), the OpenAPI
 schema documents the real answers, and Stop cancels generation on the server."""
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from probewatch.server.schemas import (
     PromptPayload,
     TokenPayload,
 )
-from tests.helpers import SERVED, FakeProbe, Server, serving
+from tests.helpers import SERVED, FakeProbe, Server, read_then_leave, serving
 
 # An input monitor that fires: a prompt-scope probe whose threshold every prompt passes.
 PROBES = {**SERVED, "harm": FakeProbe("resid.2", scope="prompt")}
@@ -90,14 +89,7 @@ def test_stop_cancels_generation_on_the_server(served: Server) -> None:
     engine = served.app.state.server.parts.engine
     before, tokens_before = engine.stats.cancelled, engine.stats.tokens
     body = {"messages": [{"role": "user", "content": "Go on"}], "max_tokens": 400, "stream": True}
-    sent = []
-    with httpx.stream("POST", served.url + "/v1/chat/completions", json=body) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                chunk = json.loads(line[6:])
-                sent.append(chunk["choices"][0]["delta"].get("content", ""))
-            if len(sent) == 4:  # the role chunk and three tokens
-                break
+    sent = read_then_leave(served.url, body)  # the role chunk and three tokens
     started = time.monotonic()
     reply = httpx.post(
         served.url + "/v1/chat/completions",
