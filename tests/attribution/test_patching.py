@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from probewatch.attribution.anatomy import anatomy
 from probewatch.attribution.metrics import KLMetric, LogitDiffMetric, ProbeMetric, ProbMetric
 from probewatch.attribution.patching import (
     SweepSpec,
@@ -11,6 +12,7 @@ from probewatch.attribution.patching import (
     patch_sweep,
     record_sources,
 )
+from probewatch.attribution.replay import Replayer
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, build_card
@@ -106,3 +108,17 @@ def test_default_model_sweep_equals_reference(default_model: LoadedModel) -> Non
         reference = patch_reference(default_model, corrupt, sources, metric, result.cells[i])
         assert torch.allclose(result.values[i], reference.double(), atol=1e-4)
     assert float(result.source[0]) > 1.0 > float(result.base[0])
+
+
+def test_replay_skips_earlier_positions_where_the_family_allows(family_model: LoadedModel) -> None:
+    replay = Replayer(anatomy(family_model.model), encode(family_model.tokenizer, CLEAN))
+    # GPT-2's blocks take positional extras the suffix replay does not cut: every position runs.
+    assert replay.suffix == (family_model.name != "tiny-gpt2")
+    assert replay.earliest_start(5) == (min(5, int(replay.last.min())) if replay.suffix else 0)
+
+
+def test_a_failed_suffix_check_falls_back_to_full_replays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("probewatch.attribution.replay._close", lambda *_: False)
+    loaded = perturbed("llama")
+    assert not Replayer(anatomy(loaded.model), encode(loaded.tokenizer, CLEAN)).suffix
+    _check_against_reference(loaded, LogitDiffMetric([5, 6], 9), SweepSpec(positions=(1, -1)))

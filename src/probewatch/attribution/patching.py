@@ -25,6 +25,7 @@ from torch.utils.hooks import RemovableHandle
 from probewatch.attribution.anatomy import Anatomy, anatomy
 from probewatch.attribution.metrics import Metric, check_metric
 from probewatch.attribution.recording import model_kwargs
+from probewatch.attribution.replay import Replayer
 from probewatch.errors import ProbewatchError
 from probewatch.hooks import hidden_of, with_hidden
 from probewatch.sites import layer_list, parse_site
@@ -164,53 +165,6 @@ def record_sources(loaded: Any, batch: Batch, probe_sites: Sequence[str] = ()) -
     return Sources(acts, _lengths(batch), out.logits[rows, last].detach(), probe_acts)
 
 
-class _Replayer:
-    """Runs blocks l..L-1 from the base run's recorded block inputs, for many rows at once."""
-
-    def __init__(self, anat: Anatomy, batch: Batch) -> None:
-        self.anat = anat
-        self.blocks = layer_list(anat.model)
-        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        self.batch_size = int(batch.input_ids.shape[0])
-
-        def record(_module: nn.Module, args: Any, kwargs: Any) -> None:
-            self.calls.append((tuple(args), dict(kwargs)))
-
-        with torch.no_grad(), _hooks([(b, record, True) for b in self.blocks]):
-            out = anat.model(**model_kwargs(anat.model, batch))
-        self.logits = out.logits[torch.arange(self.batch_size), _last(batch)].detach()
-        self.last = _last(batch)
-
-    def _tile(self, value: Any, copies: int) -> Any:
-        if isinstance(value, torch.Tensor):
-            if value.ndim >= 1 and value.shape[0] == self.batch_size and value.ndim >= 2:
-                return value.repeat(copies, *([1] * (value.ndim - 1)))
-            return value
-        if isinstance(value, tuple | list):
-            return type(value)(self._tile(v, copies) for v in value)
-        if isinstance(value, dict):
-            return {k: self._tile(v, copies) for k, v in value.items()}
-        return value
-
-    def block_input(self, layer: int) -> torch.Tensor:
-        args, kwargs = self.calls[layer]
-        return hidden_of(args[0] if args else kwargs["hidden_states"])
-
-    def run(self, start: int, hidden: torch.Tensor, stop: int | None = None) -> torch.Tensor:
-        """Blocks start..stop-1 on `hidden` ([copies·B, T, d]); returns their output."""
-        copies = hidden.shape[0] // self.batch_size
-        for layer in range(start, self.anat.n_layers if stop is None else stop):
-            args, kwargs = self.calls[layer]
-            args = self._tile(args, copies)
-            kwargs = self._tile(kwargs, copies)
-            if args:
-                args = (hidden, *args[1:])
-            else:
-                kwargs["hidden_states"] = hidden
-            hidden = hidden_of(self.blocks[layer](*args, **kwargs))
-        return hidden
-
-
 @dataclass
 class PatchResult:
     """Metric per cell and pair; `base` is the unpatched run, `source` the donor's own value."""
@@ -336,26 +290,23 @@ def check_pairs(base: Batch, sources: Sources) -> None:
             )
 
 
-def _read(anat: Anatomy, replay: _Replayer, metric: Metric, final: torch.Tensor) -> torch.Tensor:
-    """The metric on final-layer outputs [R, T, d] at each row's read position."""
-    copies = final.shape[0] // replay.batch_size
-    examples = torch.arange(replay.batch_size).repeat(copies)
-    at = final[torch.arange(final.shape[0]), replay.last.repeat(copies)]
-    normed = anat.final_norm.module(at[:, None])[:, 0]
-    if metric.probe_site is not None:
-        return metric(normed, examples)  # a final_norm probe (resid probes are read earlier)
-    return metric(anat.logits_from_normed(normed), examples)
-
-
-def _patcher(cells: Sequence[Cell], sources: Sources, batch_size: int, key: tuple[str, int]) -> Any:
-    """A hook that writes each row group's donor values into its cell's positions."""
+def _patcher(
+    cells: Sequence[Cell],
+    sources: Sources,
+    batch_size: int,
+    key: tuple[str, int],
+    first_row: int = 0,
+    start: int = 0,
+) -> Any:
+    """A hook that writes each cell's donor values into its rows (B of them from `first_row`,
+    one cell after another) at its positions (counted from `start`, where the rows begin)."""
     rows, cols, heads, values = [], [], [], []
     src = sources.acts[key]
     for copy, cell in enumerate(cells):
         for pos in cell.positions:
             for b in range(batch_size):
-                rows.append(copy * batch_size + b)
-                cols.append(pos)
+                rows.append(first_row + copy * batch_size + b)
+                cols.append(pos - start)
                 heads.append(-1 if cell.head is None else cell.head)
                 values.append(src[b, pos])
     row_t, col_t, head_t = torch.tensor(rows), torch.tensor(cols), torch.tensor(heads)
@@ -375,54 +326,127 @@ def _patcher(cells: Sequence[Cell], sources: Sources, batch_size: int, key: tupl
     return write
 
 
-def _run_group(ctx: "_Sweep", layer: int, component: str, cells: Sequence[Cell]) -> torch.Tensor:
-    """Metric [len(cells), B] for cells of one component at one layer, in one forward."""
-    anat, replay = ctx.anat, ctx.replay
-    write = _patcher(cells, ctx.sources, replay.batch_size, (component, layer))
-    copies = len(cells)
-    probe_layer, _ = _probe_read(anat, ctx.metric)
-    if probe_layer is not None and probe_layer < layer:
-        return ctx.base_value.repeat(copies, 1)  # the probe reads the stream before the patch
-    hooks: list[tuple[nn.Module, Any, bool]] = []
-    if component == "resid":
-        # A patched block output is the next block's input: start there.
-        start = layer + 1
-        after = replay.block_input(start) if start < anat.n_layers else ctx.final_base
-        hidden = write(after.repeat(copies, 1, 1), anat.n_heads)
-    else:
-        start = layer
-        hidden = replay.block_input(layer).repeat(copies, 1, 1)
-        module, is_input = _module_for(anat, component, layer)
-        if is_input:
-
-            def pre(_m: nn.Module, args: Any, kwargs: Any) -> Any:
-                return ((write(args[0], anat.n_heads), *args[1:]), kwargs)
-
-            hooks = [(module, pre, True)]
-        else:
-
-            def post(_m: nn.Module, _args: Any, output: Any) -> Any:
-                return with_hidden(output, write(hidden_of(output), anat.n_heads))
-
-            hooks = [(module, post, False)]
-    with _hooks(hooks):
-        stop = None if probe_layer is None else probe_layer + 1
-        out = replay.run(start, hidden, stop=stop)
-    if probe_layer is None:
-        return _read(anat, replay, ctx.metric, out).reshape(copies, -1)
-    at = out[torch.arange(out.shape[0]), replay.last.repeat(copies)]
-    examples = torch.arange(replay.batch_size).repeat(copies)
-    return ctx.metric(at, examples).reshape(copies, -1)
+def _first_block(cell: Cell) -> int:
+    """The block a patched row starts at: a patched block output is the next block's input."""
+    return cell.layer + 1 if cell.component == "resid" else cell.layer
 
 
 @dataclass
 class _Sweep:
     anat: Anatomy
-    replay: _Replayer
+    replay: Replayer
     sources: Sources
     metric: Metric
-    final_base: torch.Tensor  # output of the last block in the base run [B, T, d]
+    stop: int  # blocks run up to here: the last one, or the one whose output the probe reads
     base_value: torch.Tensor  # [B]
+
+    def read(self, hidden: torch.Tensor, rows: torch.Tensor, start: int) -> torch.Tensor:
+        """The metric at each row's read position of the output of block stop-1."""
+        at = hidden[torch.arange(len(rows)), self.replay.last[rows] - start]
+        if self.stop < self.anat.n_layers:
+            return self.metric(at, rows)  # a resid probe, read before the last block
+        normed = self.anat.final_norm.module(at[:, None])[:, 0]
+        if self.metric.probe_site is not None:
+            return self.metric(normed, rows)  # a final_norm probe
+        return self.metric(self.anat.logits_from_normed(normed), rows)
+
+    def run_pass(self, cells: Sequence[Cell], start: int) -> torch.Tensor:
+        """Metric [len(cells), B] for cells whose positions are all ≥ `start`, in one staggered
+        pass: each cell's B rows join the batch at the block where its patch acts, and every
+        row covers positions start..T-1 only."""
+        batch_size = self.replay.batch_size
+        order = sorted(range(len(cells)), key=lambda i: COMPONENTS.index(cells[i].component))
+        joining: dict[int, list[int]] = {}
+        for i in sorted(order, key=lambda i: _first_block(cells[i])):
+            joining.setdefault(_first_block(cells[i]), []).append(i)
+        first_row: dict[int, int] = {}
+        hidden: torch.Tensor | None = None
+        rows = torch.empty(0, dtype=torch.long)
+        for block in range(min(joining), self.stop + 1):
+            hooks: list[tuple[nn.Module, Any, bool]] = []
+            if block in joining:
+                joiners = joining[block]
+                offset = 0 if hidden is None else hidden.shape[0]
+                first_row.update({i: offset + k * batch_size for k, i in enumerate(joiners)})
+                hidden = self._join(block, [cells[i] for i in joiners], hidden, start)
+                rows = torch.cat([rows, torch.arange(batch_size).repeat(len(joiners))])
+                hooks = self._hooks_at(block, joiners, cells, first_row, start)
+            if block == self.stop:
+                break
+            assert hidden is not None
+            with _hooks(hooks):
+                hidden = self.replay.step(block, hidden, rows, start)
+        assert hidden is not None
+        value = self.read(hidden, rows, start)
+        return torch.stack(
+            [value[first_row[i] : first_row[i] + batch_size] for i in range(len(cells))]
+        )
+
+    def _join(
+        self, block: int, joiners: list[Cell], hidden: torch.Tensor | None, start: int
+    ) -> torch.Tensor:
+        """The batch with B new rows per joining cell: the base run's input to `block`, with
+        the resid joiners' donor values written in (they come first: run_pass orders them)."""
+        fresh = self.replay.block_input(block)[:, start:].repeat(len(joiners), 1, 1)
+        resid = [cell for cell in joiners if cell.component == "resid"]
+        if resid:
+            key = ("resid", block - 1)
+            fresh = _patcher(resid, self.sources, self.replay.batch_size, key, 0, start)(fresh, 1)
+        return fresh if hidden is None else torch.cat([hidden, fresh])
+
+    def _hooks_at(
+        self,
+        block: int,
+        joiners: list[int],
+        cells: Sequence[Cell],
+        first_row: dict[int, int],
+        start: int,
+    ) -> list[tuple[nn.Module, Any, bool]]:
+        """Hooks that patch the joiners' own sub-block components inside block `block`."""
+        hooks: list[tuple[nn.Module, Any, bool]] = []
+        n_heads, batch_size = self.anat.n_heads, self.replay.batch_size
+        for component in COMPONENTS[1:]:
+            mine = [i for i in joiners if cells[i].component == component]
+            if not mine:
+                continue
+            key = (component, block)
+            write = _patcher(
+                [cells[i] for i in mine], self.sources, batch_size, key, first_row[mine[0]], start
+            )
+            module, is_input = _module_for(self.anat, component, block)
+            if is_input:
+
+                def pre(_m: nn.Module, args: Any, kwargs: Any, write: Any = write) -> Any:
+                    return ((write(args[0], n_heads), *args[1:]), kwargs)
+
+                hooks.append((module, pre, True))
+            else:
+
+                def post(_m: nn.Module, _args: Any, output: Any, write: Any = write) -> Any:
+                    return with_hidden(output, write(hidden_of(output), n_heads))
+
+                hooks.append((module, post, False))
+        return hooks
+
+
+def _passes(
+    cells: Sequence[Cell], replay: Replayer, stop: int, per_pass: int
+) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """(start position, cell indices) per pass, and the cells no pass needs (their patch acts
+    after the probe's read). Cells that may start at the same position share passes, in the
+    order of the block they join at, at most `per_pass` cells each."""
+    by_start: dict[int, list[int]] = {}
+    skipped: list[int] = []
+    for i, cell in enumerate(cells):
+        if _first_block(cell) > stop:
+            skipped.append(i)
+        else:
+            by_start.setdefault(replay.earliest_start(min(cell.positions)), []).append(i)
+    passes: list[tuple[int, list[int]]] = []
+    for start, index in sorted(by_start.items()):
+        index.sort(key=lambda i: _first_block(cells[i]))
+        passes += [(start, index[lo : lo + per_pass]) for lo in range(0, len(index), per_pass)]
+    return passes, skipped
 
 
 @torch.no_grad()
@@ -437,40 +461,29 @@ def patch_sweep(
     _check_shapes(anat, sources)
     length = int(_lengths(base).max())
     cells, positions = spec.cells(anat.n_layers, anat.n_heads, length)
-    replay = _Replayer(anat, base)
-    final_base = replay.run(anat.n_layers - 1, replay.block_input(anat.n_layers - 1))
-    base_value = _value_of(anat, replay, metric, final_base)
-    ctx = _Sweep(anat, replay, sources, metric, final_base, base_value)
-    per_chunk = max(1, spec.rows_per_forward // replay.batch_size)
+    replay = Replayer(anat, base)
+    probe_layer, _ = _probe_read(anat, metric)
+    stop = anat.n_layers if probe_layer is None else probe_layer + 1
+    rows = torch.arange(replay.batch_size)
+    ctx = _Sweep(anat, replay, sources, metric, stop, torch.empty(0))
+    ctx.base_value = ctx.read(replay.block_input(stop), rows, 0).reshape(-1)
     values = torch.empty(len(cells), replay.batch_size, dtype=torch.float64)
-    groups: dict[tuple[int, str], list[int]] = {}
-    for i, cell in enumerate(cells):
-        groups.setdefault((cell.layer, cell.component), []).append(i)
-    for (layer, component), index in groups.items():
-        for lo in range(0, len(index), per_chunk):
-            chunk = index[lo : lo + per_chunk]
-            values[chunk] = _run_group(ctx, layer, component, [cells[i] for i in chunk]).double()
+    per_pass = max(1, spec.rows_per_forward // replay.batch_size)
+    passes, skipped = _passes(cells, replay, stop, per_pass)
+    for i in skipped:
+        values[i] = ctx.base_value.double()  # the probe reads the stream before the patch
+    for start, index in passes:
+        values[index] = ctx.run_pass([cells[i] for i in index], start).double()
     return PatchResult(
         cells=cells,
         values=values,
-        base=base_value.double(),
+        base=ctx.base_value.double(),
         source=_source_value(metric, sources).double(),
         metric=metric.name,
         n_layers=anat.n_layers,
         n_heads=anat.n_heads,
         positions=positions,
     )
-
-
-def _value_of(
-    anat: Anatomy, replay: _Replayer, metric: Metric, final: torch.Tensor
-) -> torch.Tensor:
-    probe_layer, _ = _probe_read(anat, metric)
-    if probe_layer is None:
-        return _read(anat, replay, metric, final).reshape(-1)
-    hidden = replay.block_input(probe_layer + 1) if probe_layer + 1 < anat.n_layers else final
-    at = hidden[torch.arange(replay.batch_size), replay.last]
-    return metric(at, torch.arange(replay.batch_size)).reshape(-1)
 
 
 def _source_value(metric: Metric, sources: Sources) -> torch.Tensor:
