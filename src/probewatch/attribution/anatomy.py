@@ -119,11 +119,18 @@ class Anatomy:
         weight, _ = projection_weight(self.blocks[layer].out_proj)
         return weight.reshape(weight.shape[0], self.n_heads, self.d_head)
 
-    def logits_from_normed(self, normed: torch.Tensor) -> torch.Tensor:
-        """The model's logits from final-norm outputs, soft-capping included."""
-        logits = normed.to(self.unembed.dtype) @ self.unembed.T
-        if self.unembed_bias is not None:
-            logits = logits + self.unembed_bias
+    def logits_from_normed(
+        self, normed: torch.Tensor, columns: list[int] | None = None
+    ) -> torch.Tensor:
+        """The model's logits from final-norm outputs, soft-capping included (only the given
+        token ids' columns, in that order, when `columns` is set)."""
+        unembed, bias = self.unembed, self.unembed_bias
+        if columns is not None:
+            unembed = unembed[columns]
+            bias = None if bias is None else bias[columns]
+        logits = normed.to(unembed.dtype) @ unembed.T
+        if bias is not None:
+            logits = logits + bias
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

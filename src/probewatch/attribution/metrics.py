@@ -29,6 +29,21 @@ class LogitDiffMetric:
         wrong = per_row(self.wrong, examples, "wrong token").to(logits.device)
         return (logits.gather(1, right[:, None]) - logits.gather(1, wrong[:, None]))[:, 0]
 
+    def narrowed(self) -> tuple[list[int], "LogitDiffMetric"]:
+        """(the token ids it reads, the same metric on logits of those columns only): two
+        columns of the unembedding instead of all of it."""
+
+        def ids(value: int | Sequence[int]) -> list[int]:
+            return [value] if isinstance(value, int) else list(value)
+
+        columns = sorted({*ids(self.correct), *ids(self.wrong)})
+        at = {token: j for j, token in enumerate(columns)}
+
+        def remap(value: int | Sequence[int]) -> int | list[int]:
+            return at[value] if isinstance(value, int) else [at[t] for t in value]
+
+        return columns, LogitDiffMetric(remap(self.correct), remap(self.wrong))
+
 
 @dataclass(frozen=True)
 class ProbMetric:

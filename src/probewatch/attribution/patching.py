@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from probewatch.attribution.anatomy import Anatomy, anatomy
-from probewatch.attribution.metrics import Metric, check_metric
+from probewatch.attribution.metrics import LogitDiffMetric, Metric, check_metric
 from probewatch.attribution.recording import model_kwargs
 from probewatch.attribution.replay import Replayer
 from probewatch.errors import ProbewatchError
@@ -348,6 +348,9 @@ class _Sweep:
         normed = self.anat.final_norm.module(at[:, None])[:, 0]
         if self.metric.probe_site is not None:
             return self.metric(normed, rows)  # a final_norm probe
+        if isinstance(self.metric, LogitDiffMetric):
+            columns, narrow = self.metric.narrowed()
+            return narrow(self.anat.logits_from_normed(normed, columns), rows)
         return self.metric(self.anat.logits_from_normed(normed), rows)
 
     def run_pass(self, cells: Sequence[Cell], start: int) -> torch.Tensor:
