@@ -1,6 +1,8 @@
 """Peers, run from `.venv-peers` (`make bench-peers`): the same 3-site capture with
-TransformerLens and nnsight, and steering-vector training with repeng and steering-vectors,
-each side by side with ours in this process, values checked against ours.
+TransformerLens and nnsight, steering-vector training with repeng and steering-vectors, and
+per-head DLA against TransformerLens's (benchmarks/dla_peer.py), each side by side with ours in
+this process, values checked against ours. A DLA disagreement fails the run (after the results
+are written).
 
     .venv-peers/bin/python -m benchmarks.peers [--rounds 5]
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import interleaved, machine, sites_for, speed_ratio, write_results
+from benchmarks.dla_peer import bench_dla_peer, check
 from benchmarks.harvest import hidden_state_index
 from benchmarks.workloads import contrast_dataset, contrast_pairs, token_batch
 from probewatch.capture import ActivationCapture
@@ -230,6 +233,7 @@ def main() -> int:
     loaded = load_model("default")
     loaded.fingerprint  # noqa: B018  # computed once here, not inside a timed round
     out: dict[str, Any] = {"machine": machine()}
+    out["dla"] = bench_dla_peer(loaded)
     out["capture"] = bench_capture_peers(
         loaded, token_batch(loaded, args.batch, args.length), args.rounds
     )
@@ -238,6 +242,8 @@ def main() -> int:
     print("steering:", out["steering"]["ratio_vs_ours_mean_diff"], out["steering"]["cosine"])
     out["elapsed_s"] = time.time() - started
     write_results("peers", out)
+    for row in out["dla"].values():
+        check(row)
     return 0
 
 

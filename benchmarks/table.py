@@ -47,6 +47,13 @@ def peer_rows(peers: dict[str, Any]) -> list[Row]:
         out.append(("peers", f"{name} capture / ours", _f(ratio, 3), f"max diff {diff:.1e}"))
     for name, error in c.get("errors", {}).items():
         out.append(("peers", f"{name} capture", "failed", error[:80]))
+    for d in peers.get("dla", {}).values():  # peers.json from before issue 17 has none
+        verdict = "met" if d["max_abs_diff"] <= d["tolerance"] else "NOT met"
+        what = f"per-head DLA, max abs(ours - transformer_lens), {d['model']}"
+        note = (
+            f"<= {d['tolerance']:.1e} (1e-3 x logit diff): {verdict}; 1 - r {1 - d['pearson']:.0e}"
+        )
+        out.append(("peers", what, f"{d['max_abs_diff']:.1e}", note))
     s = peers["steering"]
     what = f"{s['pairs']} pairs, {s['layers']} layers"
     for name, ratio in s["ratio_vs_ours_mean_diff"].items():

@@ -117,6 +117,10 @@ def test_results_json_and_table(tiny: LoadedModel, tmp_path: Path) -> None:
             "max_abs_diff_vs_ours": {"nnsight": 0.0},
             "errors": {"transformer_lens": "ImportError"},
         },
+        "dla": {
+            "gpt2": {"model": "tiny", "max_abs_diff": 2e-6, "tolerance": 3e-3, "pearson": 1.0},
+            "smollm2": {"model": "big", "max_abs_diff": 0.5, "tolerance": 9e-3, "pearson": 0.9},
+        },
         "steering": {
             "pairs": 4,
             "layers": 3,
@@ -128,6 +132,13 @@ def test_results_json_and_table(tiny: LoadedModel, tmp_path: Path) -> None:
     sections = {line.split("|")[1].strip() for line in rendered.splitlines()[2:]}
     assert sections == {"harvest", "peers", "steering", "memory", "generation", "server"}
     assert "failed" in rendered  # errors are shown, not dropped
+    dla = {
+        line.split("|")[2].strip().split(", ")[-1]: line
+        for line in rendered.splitlines()
+        if "DLA" in line
+    }
+    assert "| 2.0e-06 |" in dla["tiny"] and ": met;" in dla["tiny"]
+    assert "| 5.0e-01 |" in dla["big"] and "NOT met" in dla["big"]
 
 
 def test_contrast_pairs_become_a_balanced_dataset() -> None:
