@@ -4,10 +4,11 @@
     result = patch_sweep(loaded_b, corrupted, sources, LogitDiffMetric(paris, london))
     result.grid("resid")                                 # [layers, positions], mean over pairs
 
-Patches are batched: every patched row of a chunk runs in one forward, and a patch at layer l
-starts from the base run's own input to block l (recorded once, with every argument the model
-gave the block), so the unpatched prefix is never recomputed and logits are computed only at
-the read position. `patch_reference` is the one-forward-per-patch loop, kept as the oracle.
+Patches are batched in staggered passes (replay.py): a patched row joins the batch at the
+block where its patch acts, starting from the base run's own recorded input to that block, so
+the unpatched prefix of layers is never recomputed; where the family allows it, a patch at
+position p recomputes positions ≥ p only (causality); logits are computed only at the read
+position. `patch_reference` is the one-forward-per-patch loop, kept as the oracle.
 
 Cross-model patching (engineer `compare`): `record_sources` on model A, `patch_sweep` on model B;
 the shapes are checked, and `Sources.logits` gives A's own prediction for the metric's baseline.
