@@ -362,7 +362,14 @@ def validation_mask(stored: StoredSite, dataset: Dataset, seed: int) -> torch.Te
     """Rows of the validation part: one group in VALIDATION_ONE_IN, by a hash of the group,
     so no group (a city, a prompt family) is on both sides of the layer choice."""
     groups = [dataset.examples[i].group or str(i) for i in stored.example_index.tolist()]
-    digest = {
-        g: int(hashlib.sha256(f"val:{seed}:{g}".encode()).hexdigest()[:8], 16) for g in set(groups)
-    }
-    return torch.tensor([digest[g] % VALIDATION_ONE_IN == 0 for g in groups])
+    chosen = {g: in_validation(g, seed) for g in set(groups)}
+    return torch.tensor([chosen[g] for g in groups])
+
+
+def in_validation(group: str, seed: int) -> bool:
+    """Whether a train group (an example's `group`, else its index) validates the layer choice."""
+    return (
+        int(hashlib.sha256(f"val:{seed}:{group}".encode()).hexdigest()[:8], 16)
+        % (VALIDATION_ONE_IN)
+        == 0
+    )

@@ -55,8 +55,9 @@ def kl_changed(summary: dict[str, Any], tolerance: float) -> bool:
 
 def verdict(parts: dict[str, Any], spec: CompareSpec) -> str:
     """'No change' when no behaviour row changed (Holm-adjusted exact McNemar p < 0.05), no
-    KL interval clears `kl_tolerance` and no site's drift clears `drift_tolerance`;
-    otherwise 'Changed:' with what changed, biggest first."""
+    KL interval clears `kl_tolerance`, no site's drift clears `drift_tolerance` and no probe's
+    AUROC drop from A to B clears `transfer_tolerance`; otherwise 'Changed:' with what
+    changed, biggest first."""
     changed_rows = [r for r in parts["behaviour"] if r["changed"]]
     kl_parts = [
         k
@@ -64,7 +65,8 @@ def verdict(parts: dict[str, Any], spec: CompareSpec) -> str:
         if kl_changed(parts["divergence"][k], spec.kl_tolerance)
     ]
     onset = parts["drift"]["onset"]
-    if not changed_rows and not kl_parts and onset is None:
+    lost = lost_probes(parts, spec.transfer_tolerance)
+    if not changed_rows and not kl_parts and onset is None and not lost:
         return (
             f"No change: none of {len(parts['behaviour'])} behaviour rows changed (exact McNemar, "
             f"Holm-adjusted, alpha 0.05); per-token KL stays within {spec.kl_tolerance:g} nats and "
@@ -85,6 +87,7 @@ def verdict(parts: dict[str, Any], spec: CompareSpec) -> str:
         bits.append(f"mean per-token KL(A||B) on prompts {_fmt(div['kl_a_b'])} nats")
     if onset is not None:
         bits.append(f"representations depart from A at {onset}")
+    bits += [transfer_sentence(t, spec.transfer_tolerance) for t in lost]
     spans = parts["divergence"]["top_spans"]
     if spans and spans[0]["kl_sym"] > spec.kl_tolerance:
         s = spans[0]
@@ -93,6 +96,32 @@ def verdict(parts: dict[str, Any], spec: CompareSpec) -> str:
             f"B {s['b_predicts']!r}"
         )
     return "Changed: " + "; ".join(bits) + "."
+
+
+def lost_probes(parts: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
+    """Transfer rows whose whole interval of A's probe's AUROC drop (A -> B) is above
+    `tolerance`, biggest drop first."""
+    rows = [
+        t
+        for t in parts.get("probe_transfer", [])
+        if "skipped" not in t and t["drop_a_minus_b"]["low"] > tolerance
+    ]
+    return sorted(rows, key=lambda t: -t["drop_a_minus_b"]["value"])
+
+
+def transfer_sentence(t: dict[str, Any], tolerance: float) -> str:
+    """A's probe lost AUROC on B; whether a probe retrained on B reads the concept again
+    (the representation moved: the Obfuscation Atlas case) or not (B lost it)."""
+    gap = t["gap_retrained_minus_transferred"]
+    ceiling = t["auroc_retrained_on_b"]["value"]
+    if gap["low"] > tolerance:
+        why = f"a probe retrained on B reads it again ({ceiling:.2f}; gap {_fmt(gap)})"
+    else:
+        why = f"a probe retrained on B does no better ({ceiling:.2f}; gap {_fmt(gap)})"
+    return (
+        f"A's probe {t['probe']} loses AUROC on B: {t['auroc_a_probe_on_a']['value']:.2f} on A "
+        f"-> {t['auroc_a_probe_on_b']['value']:.2f} on B (drop {_fmt(t['drop_a_minus_b'])}); " + why
+    )
 
 
 def _fmt(iv: dict[str, Any], digits: int = 3) -> str:
@@ -252,27 +281,33 @@ def render_html(report: CompareReport) -> str:
         rows = []
         for t in p["probe_transfer"]:
             if "skipped" in t:
-                rows.append([_e(t["probe"]), _e(t["skipped"]), "", "", "", ""])
+                rows.append([_e(t["probe"]), f"skipped: {_e(t['skipped'])}", *[""] * 6])
                 continue
             rows.append(
                 [
                     _e(t["probe"]),
                     _e(_fmt(t["auroc_a_probe_on_a"])),
                     _e(_fmt(t["auroc_a_probe_on_b"])),
+                    _e(_fmt(t["drop_a_minus_b"])),
                     _e(_fmt(t["auroc_retrained_on_b"])),
+                    _e(_fmt(t["auroc_retrained_on_a"])),
                     _e(_fmt(t["gap_retrained_minus_transferred"])),
                     _e(f"{_fmt(t['control_fpr']['at_a'])} -> {_fmt(t['control_fpr']['at_b'])}"),
                 ]
             )
         sections.append(
-            "<h2>Probe transfer</h2>"
+            "<h2>Probe transfer</h2><p>AUROC on the probe's own held-out examples, 95% paired "
+            "bootstrap intervals; retrained: the same kind and settings fitted on each side's "
+            "activations of the probe's own training examples</p>"
             + _table(
                 [
                     "probe",
                     "A's probe on A",
                     "A's probe on B",
+                    "drop A − B",
                     "retrained on B",
-                    "gap",
+                    "retrained on A (same examples)",
+                    "gap retrained − A's probe on B",
                     "control FPR at A's threshold A -> B",
                 ],
                 rows,

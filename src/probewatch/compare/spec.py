@@ -59,7 +59,9 @@ class CompareSpec(ModelChoice):
     kl_tolerance: float = 1e-4
     """mean per-token KL (nats) an interval must exceed to count as a change"""
     transfer_n: int = 100
-    """examples per split for probe transfer"""
+    """examples per split for probe transfer (0: no transfer check)"""
+    transfer_tolerance: float = 0.02
+    """AUROC drop of A's probe on B an interval must exceed to count as a change"""
     steer: Path | None = None
     """steering vector directory: B is A under this intervention (no second weight copy)"""
     steer_mode: Mode = "add"
@@ -71,7 +73,9 @@ class CompareSpec(ModelChoice):
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "n", "max_new_tokens", "batch_size", "adl_texts", "adl_positions")
-        _at_least(self, 0, "patch_prompts", "top_spans", "temperature", "transfer_n")
+        _at_least(
+            self, 0, "patch_prompts", "top_spans", "temperature", "transfer_n", "transfer_tolerance"
+        )
         _at_least(self, 10, "n_boot")
         for name in self.set_list():
             _choice(name, PROMPT_SETS, "prompt set")
