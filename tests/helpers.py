@@ -104,7 +104,7 @@ FAMILIES = ("gemma3", "gpt2", "llama", "mistral", "qwen2", "qwen3")
 ALL_FAMILIES = tuple(sorted({*_ARCHITECTURES, "gpt2"}))
 
 
-def _build(family: str, layers: int, d_model: int) -> PreTrainedModel:
+def _build(family: str, layers: int, d_model: int, **config: Any) -> PreTrainedModel:
     if family == "gpt2":
         gpt2 = GPT2Config(
             vocab_size=VOCAB,
@@ -118,24 +118,25 @@ def _build(family: str, layers: int, d_model: int) -> PreTrainedModel:
     if family not in _ARCHITECTURES:
         raise KeyError(f"no tiny {family!r}; choose from {ALL_FAMILIES}")
     config_class, model_class, extra = _ARCHITECTURES[family]
-    config = config_class(
+    settings = config_class(
         vocab_size=VOCAB,
         hidden_size=d_model,
         intermediate_size=2 * d_model,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        **extra,
+        **{**extra, **config},
     )
-    return model_class(config)
+    return model_class(settings)
 
 
 def tiny_model(
-    family: str = "llama", layers: int = 4, d_model: int = 32, seed: int = 0
+    family: str = "llama", layers: int = 4, d_model: int = 32, seed: int = 0, **config: Any
 ) -> LoadedModel:
-    """A random `family` model (4 heads, 2 KV heads, MLP width 2 x d_model) from a config."""
+    """A random `family` model (4 heads, 2 KV heads, MLP width 2 x d_model) from a config;
+    `config` overrides its settings (head_dim, sliding_window, ...)."""
     torch.manual_seed(seed)
-    model = _build(family, layers, d_model).eval()
+    model = _build(family, layers, d_model, **config).eval()
     name = f"tiny-{family}" if (layers, d_model) == (4, 32) else f"tiny-{family}-{layers}x{d_model}"
     return LoadedModel(model, tiny_tokenizer(), name=name, source="test")
 
@@ -378,3 +379,76 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+# --- the vLLM engine on tiny models ------------------------------------------------------------
+
+# Tiny models vLLM's CPU backend can run: head_dim 64 (a size its attention kernels support),
+# weights large enough (initializer_range) that greedy tokens vary and the top two logits stay
+# >= 0.01 apart, so fp32 kernel differences cannot flip a token. Gemma 3 alternates sliding
+# (window 8, shorter than every prompt) and full attention layers; its head is untied, since
+# a tied head with Gemma's scaled embedding repeats the last prompt token forever.
+VLLM_TINY: dict[str, dict[str, Any]] = {
+    "llama": {"head_dim": 64, "initializer_range": 0.1},
+    "qwen2": {"head_dim": 64, "initializer_range": 0.1},
+    "gemma3": {
+        "head_dim": 64,
+        "initializer_range": 0.15,
+        "tie_word_embeddings": False,
+        "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention"] * 2,
+    },
+}
+
+
+def saved_model(loaded: LoadedModel, path: Path) -> LoadedModel:
+    """`loaded` written as a model directory (safetensors, tokenizer with its chat template)
+    and loaded back from it by `load_model`, as a served model is: vLLM loads the same files."""
+    from probewatch.models import load_model
+
+    loaded.model.save_pretrained(path)
+    loaded.tokenizer.save_pretrained(path)
+    return load_model(str(path))
+
+
+def vllm_tiny(family: str, path: Path, seed: int = 0) -> LoadedModel:
+    """A 4-layer, d_model 256 `family` model vLLM can serve, saved under `path`."""
+    return saved_model(tiny_model(family, 4, 256, seed, **VLLM_TINY[family]), path)
+
+
+def fitted_probes(loaded: LoadedModel, sites: list[str], texts: list[str]) -> list[Any]:
+    """One logistic probe per site (MonitoredProbe), fitted on `loaded`'s own activations of
+    `texts`, labelled by a random direction: separable, so its logits spread over several
+    units and a score error shows in the probability (not hidden at 0 or 1)."""
+    from probewatch.capture import ActivationCapture
+    from probewatch.monitor import MonitoredProbe
+    from probewatch.tokens import encode
+
+    with ActivationCapture(loaded.model, sites, positions="all") as capture:
+        acts = capture.run(encode(loaded.tokenizer, texts)).acts
+    gen = torch.Generator().manual_seed(0)
+    probes = []
+    for site in sites:
+        x = acts[site]
+        along = x @ torch.randn(x.shape[1], generator=gen)
+        y = (along > along.median()).float()
+        probe = LogisticProbe(c=1.0).fit(x, y)
+        card = build_card(probe, loaded, site, "all", {"name": site, "hash": "x"}, {})
+        name = "p_" + site.replace(".", "_")
+        probes.append(MonitoredProbe.from_artifact(name, ProbeArtifact(probe, card)))
+    return probes
+
+
+def collect(engine: Any, requests: list[Any], stagger: float = 0.0) -> list[list[Any]]:
+    """Every delivery of each request through `engine.generate`, all run concurrently on one
+    event loop (request i submitted i * stagger seconds after the first)."""
+    import asyncio
+
+    async def one(i: int, request: Any) -> list[Any]:
+        await asyncio.sleep(i * stagger)
+        return [item async for item in engine.generate(request)]
+
+    async def every() -> list[list[Any]]:
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+
+    return asyncio.run(every())

@@ -4,8 +4,8 @@ Each class subclasses vLLM's own implementation of a family and adds, from the e
 `additional_config["probewatch"]` (a `Layout`):
 
 - taps: the backbone returns the residual stream at the tapped layers as EAGLE-3
-  aux hidden states (Llama and Qwen2 have the interface; for Gemma 3 the backbone's class
-  is swapped for one whose forward collects them the same way);
+  aux hidden states (Llama and Qwen2 have the interface; Gemma 3 is built with a backbone
+  subclass whose forward collects them the same way);
 - fused probes: `addmm(bias, cat(taps), weight)` written into `pw_scores[:n]`, a buffer
   whose address never changes, so compiled graphs (and CUDA graphs) keep pointing at it and
   weights can be replaced in place without recompiling; with `capture`, the tapped rows too;
@@ -17,14 +17,17 @@ Forward hooks are not used: under vLLM's default compiled mode they are silently
 called.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 from vllm.config import VllmConfig
 from vllm.distributed import get_pp_group
+from vllm.model_executor.models import gemma3
 from vllm.model_executor.models.gemma3 import Gemma3ForCausalLM, Gemma3Model
 from vllm.model_executor.models.interfaces import EagleModelMixin
 from vllm.model_executor.models.llama import LlamaForCausalLM
@@ -57,12 +60,13 @@ class ProbewatchMixin:
 
     model: Any
     pw_layout: Layout
-    _pw_backbone: type | None = None  # a backbone class to swap in (to add the aux taps)
+    # (module, name, class): the family's __init__ builds its backbone by that module-level
+    # name; ours (which adds the aux taps) is built in its place.
+    _pw_backbone: tuple[ModuleType, str, type] | None = None
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
-        super().__init__(vllm_config=vllm_config, prefix=prefix)  # type: ignore[call-arg]
-        if self._pw_backbone is not None:
-            self.model.__class__ = self._pw_backbone
+        with _building(self._pw_backbone):
+            super().__init__(vllm_config=vllm_config, prefix=prefix)  # type: ignore[call-arg]
         self._pw_setup(vllm_config)
 
     def forward(
@@ -127,6 +131,26 @@ class ProbewatchMixin:
         }
 
 
+@contextmanager
+def _building(backbone: tuple[ModuleType, str, type] | None) -> Iterator[None]:
+    """While the family's __init__ runs, its module's backbone name means our subclass.
+
+    Built as our class, not swapped in afterwards: vLLM's compile wrapper binds
+    `self.forward` when the backbone is constructed and compiles that, so after a swap the
+    compiled graph still ran the family's own forward (no taps: Gemma 3 failed at its first
+    dummy run with an empty tap list; eager mode hid it)."""
+    if backbone is None:
+        yield
+        return
+    module, name, ours = backbone
+    original = getattr(module, name)
+    setattr(module, name, ours)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
 class _TappedGemma3Model(Gemma3Model, EagleModelMixin):
     """Gemma3Model whose forward also collects aux hidden states, as LlamaModel's does."""
 
@@ -173,4 +197,4 @@ class ProbewatchQwen2ForCausalLM(ProbewatchMixin, Qwen2ForCausalLM):
 class ProbewatchGemma3ForCausalLM(ProbewatchMixin, Gemma3ForCausalLM):
     """Gemma 3 text models (gemma3-270m)."""
 
-    _pw_backbone = _TappedGemma3Model
+    _pw_backbone = (gemma3, "Gemma3Model", _TappedGemma3Model)

@@ -1,0 +1,119 @@
+"""Qwen2 and Gemma 3 under the compiled vLLM engine: tiny random models saved as model
+directories, served by `VllmEngine` (the server's engine), checked against the HF Monitor
+(same probes, same greedy tokens, every token scored) and with one request steered.
+
+Runs in .venv-vllm (`make test-vllm`); elsewhere the module skips, saying why."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed: `make test-vllm` builds .venv-vllm")
+
+from probewatch.config import EngineChoice
+from probewatch.engines.vllm.engine import VllmEngine
+from probewatch.monitor import Monitor
+from probewatch.server.engine import (
+    Finished,
+    GenerationRequest,
+    PromptScored,
+    SteeringChoice,
+    TokenGenerated,
+)
+from tests.helpers import collect, fitted_probes, vllm_tiny
+
+TOKENS = 10
+# Probabilities; both engines compute in float32, where the measured gap is ~1e-6 (see
+# docs/vllm.md). 1e-4 is far above that and far below what a wrong tap, a row joined to the
+# wrong position or the wrong layer's stream gives (> 1e-2 with these probes' logit spread).
+TOLERANCE = 1e-4
+SITES = ["resid.0", "resid.2", "resid.3"]
+STEER_SITE = "resid.1"
+CHATS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Name three colours of the rainbow."}],
+    [{"role": "user", "content": "How do rivers form?"}],
+    [{"role": "user", "content": "Write one sentence about cats."}],
+]
+TEXTS = [c[0]["content"] for c in CHATS] + [
+    "Rivers carry water from the mountains to the sea.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+@pytest.fixture(scope="module", params=["qwen2", "gemma3"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    family = request.param
+    loaded = vllm_tiny(family, tmp_path_factory.mktemp(family))
+    probes = fitted_probes(loaded, SITES, TEXTS)
+    direction = torch.randn(loaded.d_model, generator=torch.Generator().manual_seed(1))
+    choice = EngineChoice(engine="vllm", vllm_max_model_len=256)
+    engine = VllmEngine(loaded, probes, choice, {"v": {STEER_SITE: direction / direction.norm()}})
+    engine.start()
+    try:
+        yield {"family": family, "engine": engine, "monitor": Monitor(loaded, probes)}
+    finally:
+        engine.stop()
+
+
+def _request(monitor: Monitor, rid: str, chat: Any, steer: float | None = None) -> Any:
+    steering = SteeringChoice("v", steer) if steer is not None else None
+    n = monitor.prompt_length(chat)
+    return GenerationRequest(rid, chat, n, TOKENS, 0.0, 0, steering)
+
+
+def _hf_tokens(monitor: Monitor, chat: Any, **kwargs: Any) -> list[int]:
+    return [t.token_id for t in monitor.generate([chat], max_new_tokens=TOKENS, **kwargs)[0].tokens]
+
+
+def _close(got: dict[str, float], expected: dict[str, float]) -> float:
+    assert set(got) == set(expected)
+    return max(abs(got[name] - value) for name, value in expected.items())
+
+
+def test_scores_equal_the_hf_monitor_every_token_scored(served: dict[str, Any]) -> None:
+    monitor: Monitor = served["monitor"]
+    requests = [_request(monitor, f"{served['family']}-{i}", c) for i, c in enumerate(CHATS)]
+    streams = collect(served["engine"], requests, stagger=0.1)
+    gaps = []
+    for chat, stream in zip(CHATS, streams, strict=True):
+        expected = monitor.generate([chat], max_new_tokens=TOKENS)[0]
+        assert isinstance(stream[0], PromptScored) and isinstance(stream[-1], Finished)
+        steps = [d.step for d in stream if isinstance(d, TokenGenerated)]
+        # The HF Monitor's greedy tokens, every one delivered with every probe's score,
+        # the last one (finish_reason set) included.
+        assert [s.token_id for s in steps] == [s.token_id for s in expected.tokens]
+        assert steps[-1].finish_reason == expected.finish_reason
+        gaps.append(_close(stream[0].prompt_scores, expected.prompt_scores))
+        for step, want in zip(steps, expected.tokens, strict=True):
+            gaps.append(_close(step.scores, want.scores))
+            gaps.append(_close(step.aggregates, want.aggregates))
+    print(f"{served['family']}: largest score gap to the HF Monitor {max(gaps):.2e}")
+    assert max(gaps) <= TOLERANCE
+
+
+def test_one_request_steered_the_others_unchanged(served: dict[str, Any]) -> None:
+    monitor: Monitor = served["monitor"]
+    loaded = monitor.loaded
+    # A strength of the residual stream's own size at that layer: enough to change tokens.
+    ids = torch.tensor([monitor.prompt_ids(CHATS[1])])
+    with torch.no_grad():
+        hidden = loaded.model(ids, output_hidden_states=True).hidden_states[2]
+    strength = float(hidden[0].norm(dim=-1).mean())
+    family = served["family"]
+    requests = [
+        _request(monitor, f"{family}-plain-{i}", c, strength if i == 1 else None)
+        for i, c in enumerate(CHATS[:3])
+    ]
+    streams = collect(served["engine"], requests)
+    tokens = [[d.step.token_id for d in s if isinstance(d, TokenGenerated)] for s in streams]
+    plain = [_hf_tokens(monitor, c) for c in CHATS[:3]]
+    engine: VllmEngine = served["engine"]
+    vector = engine.vectors["v"][STEER_SITE]
+    steered = _hf_tokens(monitor, CHATS[1], steering=[(STEER_SITE, vector, strength)])
+    assert tokens[0] == plain[0] and tokens[2] == plain[2]
+    assert tokens[1] == steered != plain[1]
