@@ -4,7 +4,9 @@ directories, served by `VllmEngine` (the server's engine), checked against the H
 
 Runs in .venv-vllm (`make test-vllm`); elsewhere the module skips, saying why."""
 
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from probewatch.server.engine import (
     SteeringChoice,
     TokenGenerated,
 )
-from tests.helpers import collect, fitted_probes, vllm_tiny
+from tests.helpers import collect, fitted_probes, tiny_model, vllm_tiny
 
 TOKENS = 10
 # Probabilities; both engines compute in float32, where the measured gap is ~1e-6 (see
@@ -53,8 +55,8 @@ def served(
     direction = torch.randn(loaded.d_model, generator=torch.Generator().manual_seed(1))
     choice = EngineChoice(engine="vllm", vllm_max_model_len=256)
     engine = VllmEngine(loaded, probes, choice, {"v": {STEER_SITE: direction / direction.norm()}})
-    engine.start()
     try:
+        engine.start()
         yield {"family": family, "engine": engine, "monitor": Monitor(loaded, probes)}
     finally:
         engine.stop()
@@ -117,3 +119,18 @@ def test_one_request_steered_the_others_unchanged(served: dict[str, Any]) -> Non
     steered = _hf_tokens(monitor, CHATS[1], steering=[(STEER_SITE, vector, strength)])
     assert tokens[0] == plain[0] and tokens[2] == plain[2]
     assert tokens[1] == steered != plain[1]
+
+
+def test_a_failed_start_leaves_no_thread_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vLLM refuses a model directory with no config; the engine's event-loop thread (not a
+    # daemon) must stop too, or the process never exits (a test run hung this way).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = tiny_model("llama", 4, 256, head_dim=64)
+    loaded.model.config.architectures = ["LlamaForCausalLM"]
+    empty = dataclasses.replace(loaded, source=str(tmp_path))
+    engine = VllmEngine(empty, [], EngineChoice(engine="vllm"), {})
+    with pytest.raises(Exception, match="config"):
+        engine.start()
+    assert not engine._thread.is_alive()

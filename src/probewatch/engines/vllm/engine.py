@@ -148,7 +148,13 @@ class VllmEngine(Engine):
     def start(self) -> None:
         """Build the engine (blocks until vLLM is up: compiling takes minutes on a CPU)."""
         self._thread.start()
-        self._call(self._start()).result()
+        try:
+            self._call(self._start()).result()
+        except BaseException:
+            # The loop thread is not a daemon: left running, it kept the process from ever
+            # exiting after vLLM failed to start (seen: a test run hung after the failure).
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._engine is not None:
