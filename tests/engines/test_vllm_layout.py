@@ -82,6 +82,26 @@ def test_plan_fuses_affine_probes_extracts_the_others_and_keeps_columns() -> Non
     assert shrunk.columns == {"b": 1}
 
 
+def test_columns_read_by_requests_in_flight_are_given_to_no_other_probe() -> None:
+    loaded = tiny_model()
+    layout = Layout(loaded.n_layers, loaded.d_model, ["resid.1", "resid.2"], k_max=3)
+    a, b = _probe(loaded, "a", "resid.1"), _probe(loaded, "b", "resid.2")
+    running = ProbePlan.build(layout, [a, b])  # a request in flight reads b's column 1
+    # b deleted, c uploaded: c takes a free column, and column 1 keeps b's weights.
+    plan = ProbePlan.build(layout, [a, _probe(loaded, "c", "resid.2")], running, [running])
+    assert plan.columns == {"a": 0, "c": 2}
+    assert torch.equal(plan.weight[:, 1], running.weight[:, 1]) and plan.bias[1] == running.bias[1]
+    # A probe uploaded again under b's name (new weights) does not take it either: no
+    # column is left, and the refusal says why.
+    again = _probe(loaded, "b", "resid.1")
+    with pytest.raises(ProbewatchError, match="1 of them still read by requests in flight"):
+        ProbePlan.build(layout, [*[a, _probe(loaded, "c", "resid.2")], again], plan, [running])
+    # Once that request has ended, the column is free again.
+    done = ProbePlan.build(layout, [a, _probe(loaded, "c", "resid.2"), again], plan)
+    assert done.columns == {"a": 0, "c": 2, "b": 1}
+    assert not torch.equal(done.weight[:, 1], running.weight[:, 1])
+
+
 def test_plan_refuses_what_the_engine_cannot_score() -> None:
     loaded = tiny_model()
     layout = Layout(loaded.n_layers, loaded.d_model, ["resid.1"], k_max=1)

@@ -140,6 +140,10 @@ class VllmEngine(Engine):
         self._thread = threading.Thread(target=self._loop.run_forever, name="probewatch-vllm")
         self._engine: Any = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # The plan each running request reads (its columns stay pinned), and the lock that
+        # orders a probe reload against requests starting: both used on the engine loop only.
+        self._running: dict[str, ProbePlan] = {}
+        self._plan_lock = asyncio.Lock()
         self.collector: ScoreCollector | None = None
         self.score_waits: list[float] = []  # token -> its scores, seconds (benchmarks)
 
@@ -169,11 +173,15 @@ class VllmEngine(Engine):
 
     def set_probes(self, probes: Sequence[MonitoredProbe]) -> None:
         """New weights go into the engine's buffers in place (no recompilation); a probe the
-        engine cannot score is refused with ProbewatchError and nothing changes."""
-        plan = ProbePlan.build(self.layout, probes, previous=self.plan)
+        engine cannot score is refused with ProbewatchError and nothing changes. Requests
+        in flight keep scoring with the probes they started with, to their last token."""
+        if self._engine is None:
+            self._replace_now(ProbePlan.build(self.layout, probes, self.plan), probes)
+        else:
+            self._call(self._replace(probes)).result()
+
+    def _replace_now(self, plan: ProbePlan, probes: Sequence[MonitoredProbe]) -> None:
         monitor = Monitor(self.loaded, list(probes))
-        if self._engine is not None:
-            self._call(self._push_plan(plan)).result()
         with self._lock:
             self.plan, self._monitor = plan, monitor
 
@@ -220,6 +228,16 @@ class VllmEngine(Engine):
             layers = {parse_site(site, n).layer: pack(v) for site, v in by_site.items()}
             await self._engine.collective_rpc("pw_set_vector", args=(name, layers))
 
+    async def _replace(self, probes: Sequence[MonitoredProbe]) -> None:
+        # Under the plan lock, so no request starts between the build (which pins the
+        # columns of the running requests' plans) and the swap; a request that arrives
+        # meanwhile waits and starts on the new plan, whose weights are then in place.
+        async with self._plan_lock:
+            pinned = list(self._running.values())
+            plan = ProbePlan.build(self.layout, probes, self.plan, pinned=pinned)
+            await self._push_plan(plan)
+            self._replace_now(plan, probes)
+
     async def _push_plan(self, plan: ProbePlan) -> None:
         weights = (pack(plan.weight), pack(plan.bias), plan.version)
         await self._engine.collective_rpc("pw_set_probes", args=weights)
@@ -235,12 +253,27 @@ class VllmEngine(Engine):
             self._tasks.pop(request.request_id, None)
 
     async def _serve(self, request: GenerationRequest, deliver: Callable[[Delivery], None]) -> None:
+        rid = request.request_id
+        async with self._plan_lock:
+            with self._lock:
+                monitor, plan = self._monitor, self.plan
+            self._running[rid] = plan  # its columns stay pinned until it ends
+        try:
+            await self._serve_with(request, deliver, monitor, plan)
+        finally:
+            self._running.pop(rid, None)
+
+    async def _serve_with(
+        self,
+        request: GenerationRequest,
+        deliver: Callable[[Delivery], None],
+        monitor: Monitor,
+        plan: ProbePlan,
+    ) -> None:
         assert self.collector is not None
         rid = request.request_id
         wake = _Wake(asyncio.get_running_loop())
         self.collector.subscribe(rid, wake.set)
-        with self._lock:
-            monitor, plan = self._monitor, self.plan
         ids = monitor.prompt_ids(request.messages)
         tokens: list[int] = []
         producer = asyncio.create_task(self._produce(request, ids, plan, tokens, wake))

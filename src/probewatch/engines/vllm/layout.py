@@ -131,8 +131,10 @@ def affine_form(probe: Any, _d_model: int = 0) -> tuple[torch.Tensor, torch.Tens
 class ProbePlan:
     """Probes as the engine scores them: affine ones are columns of the in-graph matrix,
     the others ("extracted") are scored from their site's extracted rows in the API process.
-    Columns are kept per probe name across reloads, so a request in flight still reads its
-    probes' columns after another probe is added or deleted."""
+    A request reads the columns of the plan it started with, to its end. So across reloads
+    a probe keeps its column, and the columns of the plans still `pinned` by requests in
+    flight keep their weights: a deleted probe's column is given to no other probe (nor to
+    a new upload under the same name) until those requests are done."""
 
     layout: Layout
     columns: dict[str, int]  # fused probe name -> column
@@ -143,7 +145,11 @@ class ProbePlan:
 
     @classmethod
     def build(
-        cls, layout: Layout, probes: Sequence[_Probe], previous: "ProbePlan | None" = None
+        cls,
+        layout: Layout,
+        probes: Sequence[_Probe],
+        previous: "ProbePlan | None" = None,
+        pinned: Sequence["ProbePlan"] = (),
     ) -> "ProbePlan":
         refused = []
         for probe in probes:
@@ -168,17 +174,23 @@ class ProbePlan:
         fused = [p for p in probes if forms[p.name] is not None]
         kept = previous.columns if previous else {}
         columns = {p.name: kept[p.name] for p in fused if p.name in kept}
-        free = [c for c in range(layout.k_max) if c not in columns.values()]
+        held = {c: plan for plan in pinned for c in plan.columns.values()}
+        free = [c for c in range(layout.k_max) if c not in columns.values() and c not in held]
         for probe in fused:
             if probe.name not in columns:
                 if not free:
+                    busy = len(set(held) - set(columns.values()))
+                    note = f" ({busy} of them still read by requests in flight)" if busy else ""
                     raise ProbewatchError(
-                        f"more than {layout.k_max} fused probes",
-                        hint="restart the engine with a larger --vllm-k-max",
+                        f"more than {layout.k_max} fused probes{note}",
+                        hint="restart the engine with a larger --vllm-k-max"
+                        + (", or retry once those requests end" if busy else ""),
                     )
                 columns[probe.name] = free.pop(0)
         weight = torch.zeros(layout.width, layout.k_max)
         bias = torch.zeros(layout.k_max)
+        for c, plan in held.items():  # as the requests in flight read them
+            weight[:, c], bias[c] = plan.weight[:, c], plan.bias[c]
         for probe in fused:
             form = forms[probe.name]
             assert form is not None
