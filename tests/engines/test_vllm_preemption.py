@@ -8,7 +8,7 @@ Runs in .venv-vllm (`make test-vllm-full`); elsewhere the module skips, saying w
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -52,7 +52,7 @@ class RecordingCollector(ScoreCollector):
     """The engine's collector, also keeping every (request, position) span as it arrived,
     with its raw fused scores: a position that arrives twice was recomputed."""
 
-    arrivals: list[tuple[str, int, np.ndarray]]
+    arrivals: ClassVar[list[tuple[str, int, np.ndarray]]] = []
 
     def _file(self, parts: list[bytes]) -> None:
         import json
@@ -94,10 +94,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         crowded = {"num_gpu_blocks_override": BLOCKS, "scheduler_reserve_full_isl": False}
         return {**original(*args, **kwargs), **small, **crowded}
 
-    collector_class = type("Recording", (RecordingCollector,), {"arrivals": []})
+    class Recording(RecordingCollector):
+        arrivals: ClassVar[list[tuple[str, int, np.ndarray]]] = []  # this run's only
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vllm_engine, "engine_args", squeezed)
-        patch.setattr(vllm_engine, "ScoreCollector", collector_class)
+        patch.setattr(vllm_engine, "ScoreCollector", Recording)
         choice = EngineChoice(engine="vllm", vllm_max_model_len=256)
         engine = VllmEngine(loaded, probes, choice, {"v": {STEER_SITE: vector}})
         try:
@@ -120,7 +122,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     yield {
         "monitor": monitor,
         "streams": streams,
-        "arrivals": collector_class.arrivals,
+        "arrivals": Recording.arrivals,
         "vector": vector,
     }
 
