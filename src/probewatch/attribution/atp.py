@@ -31,8 +31,8 @@ from probewatch.attribution.patching import (
     SweepSpec,
     _hooks,
     _last,
-    _module_for,
     check_pairs,
+    module_for,
     patch_sweep,
     probe_read_hook,
     record_sources,
@@ -56,7 +56,7 @@ def _component_hooks(
     pairs.append((resolve_module(anat.model, Site("embed")), embed_hook, False))
     for layer in range(anat.n_layers):
         for component in COMPONENTS:
-            module, is_input = _module_for(anat, component, layer)
+            module, is_input = module_for(anat, component, layer)
             key = (component, layer)
             drop = drop_layer == layer and component in ("attn_out", "mlp_out")
             if is_input:

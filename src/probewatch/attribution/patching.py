@@ -70,7 +70,7 @@ def _last(batch: Batch) -> torch.Tensor:
     return _lengths(batch) - 1
 
 
-def _module_for(anat: Anatomy, component: str, layer: int) -> tuple[nn.Module, bool]:
+def module_for(anat: Anatomy, component: str, layer: int) -> tuple[nn.Module, bool]:
     """(module, whether its *input* is the activation) for a component."""
     block = anat.blocks[layer]
     if component == "resid":
@@ -138,7 +138,7 @@ def record_sources(loaded: Any, batch: Batch, probe_sites: Sequence[str] = ()) -
     pairs: list[tuple[nn.Module, Any, bool]] = []
     for layer in range(anat.n_layers):
         for component in COMPONENTS:
-            module, is_input = _module_for(anat, component, layer)
+            module, is_input = module_for(anat, component, layer)
 
             def keep(
                 a: Any, b: Any, c: Any = None, key: tuple[str, int] = (component, layer)
@@ -417,7 +417,7 @@ class _Sweep:
             write = _patcher(
                 [cells[i] for i in mine], self.sources, batch_size, key, first_row[mine[0]], start
             )
-            module, is_input = _module_for(self.anat, component, block)
+            module, is_input = module_for(self.anat, component, block)
             if is_input:
 
                 def pre(_m: nn.Module, args: Any, kwargs: Any, write: Any = write) -> Any:
@@ -522,7 +522,7 @@ def patch_reference(loaded: Any, base: Batch, sources: Sources, metric: Metric, 
     """The oracle: one full forward of the model with one cell patched; metric per pair [B]."""
     anat = anatomy(loaded.model)
     write = _patcher([cell], sources, int(base.input_ids.shape[0]), (cell.component, cell.layer))
-    module, is_input = _module_for(anat, cell.component, cell.layer)
+    module, is_input = module_for(anat, cell.component, cell.layer)
     read: dict[str, torch.Tensor] = {}
 
     def pre(_m: nn.Module, args: Any, kwargs: Any) -> Any:

@@ -4,7 +4,9 @@ behaviour change it recovers is (m_patched − m_A) / (m_B − m_A), with a boot
 prompts (ratio of sums, so prompts where the two sides agree weigh nothing).
 
 The metric m is the log-probability difference, at the generation prompt, between B's and A's
-first reply token: log p(y_B) − log p(y_A). Kept small on purpose; one forward of A per site."""
+first reply token: log p(y_B) − log p(y_A), i.e. their logit difference. Sites the attribution
+sweep can patch (resid, attn_out, mlp_out at the module it patches) go through it: rows join at
+the patched block, many sites share a pass; any other site is one forward of A."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -13,12 +15,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from probewatch.compare.forward import Pair, run
+from probewatch.attribution.anatomy import anatomy
+from probewatch.attribution.metrics import LogitDiffMetric
+from probewatch.attribution.patching import (
+    COMPONENTS,
+    Cell,
+    SweepSpec,
+    module_for,
+    patch_sweep,
+    record_sources,
+)
+from probewatch.compare.forward import Pair, Side, run
 from probewatch.compare.passes import padded
 from probewatch.compare.spec import CompareSpec
 from probewatch.compare.stats import paired_bootstrap
 from probewatch.hooks import hidden_of, registered_hooks, with_hidden
 from probewatch.sites import Site, resolve_module
+from probewatch.tokens import Batch
 
 METRIC = "log p(B's first reply token) - log p(A's first reply token), at the generation prompt"
 
@@ -59,13 +72,10 @@ def patch_shares(
     m_a = _metric(base_a.logprobs, last, ya, yb)
     m_b = _metric(recorded.logprobs, last, ya, yb)
     total = float((m_b - m_a).sum())
+    patched = _patched_metrics(a, b, batch, sites, ya, yb)
     rows = []
-    model = a.loaded.model
     for site in sites:
-        hook = _replace(recorded.acts[site.name])
-        with registered_hooks([(resolve_module(model, site), hook)]):
-            patched = run(a, batch)
-        m_p = _metric(patched.logprobs, last, ya, yb)
+        m_p = patched[site.name]
 
         def share(idx: np.ndarray, m_p: np.ndarray = m_p) -> float:
             denom = float((m_b[idx] - m_a[idx]).sum())
@@ -85,3 +95,43 @@ def patch_shares(
         "change_total": total,
         "sites": rows,
     }
+
+
+def _sweep_cell(side: Side, site: Site, width: int) -> Cell | None:
+    """The sweep's cell for `site` at every position, when the sweep patches the very module
+    the site names (else None: that site is patched by a hook, one forward each)."""
+    if site.kind not in COMPONENTS or site.kind == "head" or site.layer is None:
+        return None
+    model = side.loaded.model
+    if module_for(anatomy(model), site.kind, site.layer)[0] is not resolve_module(model, site):
+        return None
+    return Cell(site.kind, site.layer, tuple(range(width)))
+
+
+def _patched_metrics(
+    a: Side, b: Side, batch: Batch, sites: Sequence[Site], ya: torch.Tensor, yb: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """m with each site's output replaced by B's, per prompt: one batched sweep for the sites
+    it can patch, a forward of A per other site."""
+    width = int(batch.input_ids.shape[1])
+    cells = {site.name: _sweep_cell(a, site, width) for site in sites}
+    swept = [(site, cell) for site in sites if (cell := cells[site.name]) is not None]
+    out: dict[str, np.ndarray] = {}
+    if swept:
+        with b.active():
+            sources = record_sources(b.loaded, batch)
+        spec = SweepSpec(only=tuple(cell for _, cell in swept))
+        metric = LogitDiffMetric(yb.tolist(), ya.tolist())
+        with a.active():
+            result = patch_sweep(a.loaded, batch, sources, metric, spec)
+        for (site, _), values in zip(swept, result.values, strict=True):
+            out[site.name] = values.numpy()
+    rest = [site for site in sites if cells[site.name] is None]
+    if rest:
+        last = batch.attention_mask.sum(1) - 1
+        recorded = run(b, batch, rest)
+        for site in rest:
+            hook = _replace(recorded.acts[site.name])
+            with registered_hooks([(resolve_module(a.loaded.model, site), hook)]):
+                out[site.name] = _metric(run(a, batch).logprobs, last, ya, yb)
+    return out
