@@ -359,9 +359,14 @@ class _Sweep:
         pass: each cell's B rows join the batch at the block where its patch acts, and every
         row covers positions start..T-1 only."""
         batch_size = self.replay.batch_size
-        order = sorted(range(len(cells)), key=lambda i: COMPONENTS.index(cells[i].component))
         joining: dict[int, list[int]] = {}
-        for i in sorted(order, key=lambda i: _first_block(cells[i])):
+
+        # By block, and within a block resid first (_join writes the resid joiners' donors
+        # into the leading rows).
+        def order(i: int) -> tuple[int, int]:
+            return _first_block(cells[i]), COMPONENTS.index(cells[i].component)
+
+        for i in sorted(range(len(cells)), key=order):
             joining.setdefault(_first_block(cells[i]), []).append(i)
         first_row: dict[int, int] = {}
         hidden: torch.Tensor | None = None

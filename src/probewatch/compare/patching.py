@@ -68,9 +68,9 @@ def patch_shares(
     last = batch.attention_mask.sum(1) - 1
     ya, yb = torch.tensor(list(first_tokens[0])), torch.tensor(list(first_tokens[1]))
     base_a = run(a, batch)
-    recorded = run(b, batch, sites)
+    base_b = run(b, batch)  # the sites' activations are recorded where they are patched
     m_a = _metric(base_a.logprobs, last, ya, yb)
-    m_b = _metric(recorded.logprobs, last, ya, yb)
+    m_b = _metric(base_b.logprobs, last, ya, yb)
     total = float((m_b - m_a).sum())
     patched = _patched_metrics(a, b, batch, sites, ya, yb)
     rows = []
