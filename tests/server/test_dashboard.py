@@ -9,13 +9,14 @@ One server and one browser serve the whole module (CI time); each test gets a fr
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from probewatch.server.events import EventLog
-from tests.helpers import EVERY_KIND, Server, browser_or_skip, chromium, serving
+from tests.helpers import EVERY_KIND, Server, browser_or_skip, chromium, serving, tiny_model
 
 pytestmark = pytest.mark.browser
 sync_api = browser_or_skip()
@@ -84,7 +85,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, server: Server) -> Iterator[Any]:
-    """A fresh page; the test fails on any JavaScript error or any request off the server."""
+    with fresh_page(browser, server) as pg:
+        yield pg
+
+
+@contextmanager
+def fresh_page(browser: Any, server: Server) -> Iterator[Any]:
+    """A new page on `server`; it fails on any JavaScript error or any request off the server."""
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     pg = context.new_page()
     errors: list[str] = []
@@ -318,7 +325,23 @@ def httpx_events(server: Server) -> list[dict[str, Any]]:
     return list(httpx.get(server.url + "/v1/events", params={"limit": 1000}).json()["data"])
 
 
-def test_stop_cancels_the_generation_on_the_server(page: Any, server: Server) -> None:
+@pytest.fixture(scope="module")
+def paced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose tiny model takes 20 ms a step, as a real one does: at full speed it writes
+    4000 tokens before a loaded browser has drawn the first few, and Stop has nothing to stop."""
+    loaded = tiny_model()
+    loaded.model.register_forward_pre_hook(lambda *_: time.sleep(0.02))
+    root = tmp_path_factory.mktemp("paced")
+    with serving(root, loaded, probes=EVERY_KIND, max_output_tokens=4000) as running:
+        yield running
+
+
+def test_stop_cancels_the_generation_on_the_server(browser: Any, paced_server: Server) -> None:
+    with fresh_page(browser, paced_server) as page:
+        stop_and_check(page, paced_server)
+
+
+def stop_and_check(page: Any, server: Server) -> None:
     expect = sync_api.expect
     open_dashboard(page, server)
     send(page, "Tell me a very long story.", max_tokens=4000)
