@@ -26,8 +26,10 @@ def fit(
 def test_probe_is_chosen_on_validation_and_thresholded_on_controls(tiny: LoadedModel) -> None:
     result, metrics = fit(tiny, yes_no(), sites="resid.1-3", n_boot=200)
     assert [r.site for r in result.sweep] == ["resid.1", "resid.2", "resid.3"]
-    best = max(result.sweep, key=lambda r: r.val)
-    assert result.best_site == best.site
+    # Best validation AUROC; among sites that tie on it, the chosen one separates best.
+    top = max(r.val for r in result.sweep)
+    assert result.best_site in {r.site for r in result.sweep if r.val == top}
+    assert "told apart by the separation" in result.artifact.card["selection"]
     assert metrics.test.auroc > 0.9
     # The threshold comes from validation negatives, so their FPR is at most the target.
     val_neg = result.val_scores[result.val_labels == 0]
@@ -49,6 +51,26 @@ def test_probe_is_chosen_on_validation_and_thresholded_on_controls(tiny: LoadedM
     assert ProbeSpec.from_dict(card["recipe"]) == ProbeSpec(sites="resid.1-3", n_boot=200)
     assert card["monitor"] == {"scope": "response"}
     assert "best probe resid." in result.report() and "AUROC" in result.table()
+
+
+def test_sites_tied_on_auroc_are_told_apart_by_separation() -> None:
+    from probewatch.training.binary import separation
+    from probewatch.training.sweep import Scored, preference
+
+    labels = np.array([0.0] * 50 + [1.0] * 50)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=100)
+    close, far = noise + 4 * labels, noise + 8 * labels  # both separate perfectly
+    assert separation(far, labels) > separation(close, labels) > 3
+    # d' ignores the scores' scale, so probes of different kinds compare.
+    assert separation(100 * close + 7, labels) == pytest.approx(separation(close, labels))
+    assert np.isnan(separation(close[:51], labels[:51]))  # one positive: no spread
+    scored = [Scored(s, labels, 1.0, separation(s, labels)) for s in (close, far)]
+    assert max(scored, key=preference) is scored[1]
+    # The tie-break never overrides the metric itself.
+    better_metric = Scored(close, labels, 1.0, 0.1)
+    assert preference(better_metric) > preference(Scored(far, labels, 0.99, 9.0))
+    assert preference(Scored(far, labels, 1.0)) < preference(better_metric)
 
 
 def test_a_separate_control_set_sets_the_threshold(tiny: LoadedModel) -> None:

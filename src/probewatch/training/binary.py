@@ -25,6 +25,7 @@ class BinaryTask(TrainingTask):
     metric = "auroc"
     default_kind = "logistic"
     default_n_boot = 1000
+    tiebreak_rule = ", equal AUROCs told apart by the separation d' of the validation scores"
 
     def __init__(self, dataset: Dataset, spec: ProbeSpec, control: Dataset | None = None) -> None:
         super().__init__(dataset, spec)
@@ -49,7 +50,7 @@ class BinaryTask(TrainingTask):
 
     def score(self, probe: Probe, part: StoredSite) -> Scored:
         scores, labels, _ = per_example(probe.score(part.acts), part, self.aggregator)
-        return Scored(scores, labels, safe_auroc(scores, labels))
+        return Scored(scores, labels, safe_auroc(scores, labels), separation(scores, labels))
 
     def finish(self, run: Run, best: Chosen) -> tuple[BinaryScores, dict[str, Any], dict[str, Any]]:
         spec = self.spec
@@ -123,6 +124,17 @@ class BinaryTask(TrainingTask):
         stored = store.load(site)
         scores, _, _ = per_example(best.probe.score(stored.acts), stored, self.aggregator)
         return scores, f"{control.name} (separate benign control set, n={scores.size})"
+
+
+def separation(scores: np.ndarray, labels: np.ndarray) -> float:
+    """d': the gap between the class means of the scores in pooled standard deviations. Unlike
+    AUROC it keeps growing once the classes no longer overlap, and it ignores the scores'
+    scale, so it ranks sites of any probe kind."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if pos.size < 2 or neg.size < 2:
+        return float("nan")
+    spread = float(np.sqrt((pos.var() + neg.var()) / 2))
+    return float((pos.mean() - neg.mean()) / spread) if spread > 0 else float("nan")
 
 
 def layer_ensemble(

@@ -5,7 +5,9 @@ scores, metric, the chosen probe's threshold or baseline).
 
 Layer choice is honest: validation picks the site (and, for binary probes, calibrates the
 scores and sets the threshold unless a benign control set is given); the test split is used
-once, to report. Every site's test score is shown too, but never used to choose.
+once, to report. Every site's test score is shown too, but never used to choose. Sites that
+tie on the metric (validation AUROC saturates at 1.0 on an easy split, and the first of the
+tied layers is an accident of order) are told apart by the task's tie-break.
 """
 
 from abc import ABC, abstractmethod
@@ -39,6 +41,13 @@ class Scored:
     scores: np.ndarray
     targets: np.ndarray
     value: float
+    tiebreak: float = float("-inf")  # higher is better; decides between equal values
+
+
+def preference(scored: Scored) -> tuple[float, float]:
+    """How the sweep ranks a site's validation scores: the metric, then the tie-break."""
+    tiebreak = scored.tiebreak if np.isfinite(scored.tiebreak) else float("-inf")
+    return scored.value, tiebreak
 
 
 @dataclass
@@ -75,6 +84,7 @@ class TrainingTask(ABC):
     metric: ClassVar[str]  # key of METRIC_NAMES
     default_kind: ClassVar[str]
     default_n_boot: ClassVar[int]
+    tiebreak_rule: ClassVar[str] = ""  # how equal validation values are told apart, for the card
 
     def __init__(self, dataset: Dataset, spec: ProbeSpec) -> None:
         self.dataset = dataset
@@ -143,7 +153,7 @@ def sweep_sites(loaded: LoadedModel, task: TrainingTask, progress: bool = True) 
         row = SweepRow(site, val.value, scored_test.value, task.metric)
         run.sweep.append(row)
         run.scored[site] = (val, scored_test)
-        if best is None or row.val > best.row.val:
+        if best is None or preference(val) > preference(best.val):
             best = Chosen(row, probe, train, fit_part, test, val, scored_test)
     assert best is not None  # expand_sites never returns an empty list
     metrics, dataset_entry, extra = task.finish(run, best)
@@ -157,7 +167,7 @@ def sweep_sites(loaded: LoadedModel, task: TrainingTask, progress: bool = True) 
         extra={
             **extra,
             "selection": f"best grouped-validation {METRIC_NAMES[task.metric]} on the train "
-            "split; test used once",
+            f"split{task.tiebreak_rule}; test used once",
             "sweep": [r.to_dict() for r in run.sweep],
             "recipe": spec.to_dict(),
             "monitor": task.monitor(),
