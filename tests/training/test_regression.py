@@ -119,6 +119,19 @@ def test_trainer_sweeps_sites_and_reports_against_the_baseline(tiny: LoadedModel
     assert "R²" in result.table() and "baseline" in result.summary()
 
 
+def test_a_binary_probe_kind_on_regression_targets_is_refused_before_harvest(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_harvest(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("harvested before the probe kind was checked")
+
+    monkeypatch.setattr("probewatch.training.sweep.harvest", no_harvest)
+    dataset = progress_dataset(tiny, n=4)
+    with pytest.raises(ProbewatchError, match="'mlp' fits binary labels") as raised:
+        train(tiny, dataset, ProbeSpec(sites="resid.0", kind="mlp"), progress=False)
+    assert "--kind ridge" in (raised.value.hint or "")
+
+
 def test_a_classification_dataset_is_refused(tiny: LoadedModel) -> None:
     dataset = progress_dataset(tiny, n=4)
     binary = Dataset(DatasetCard("b", "", "", "", "", "", task="binary"), dataset.examples)

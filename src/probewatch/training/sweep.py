@@ -19,9 +19,10 @@ import torch
 
 from probewatch.config import HarvestSpec, Positions, ProbeSpec
 from probewatch.data.base import Dataset
+from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.probes.artifact import ProbeArtifact, build_card
-from probewatch.probes.base import Probe, make_probe
+from probewatch.probes.base import PROBE_KINDS, Probe, make_probe
 from probewatch.sites import expand_sites
 from probewatch.store import ActivationStore, StoredSite, harvest, split_rows, validation_mask
 from probewatch.training.results import (
@@ -97,6 +98,24 @@ class TrainingTask(ABC):
     def positions(self) -> Positions:
         return self.spec.positions or "last"
 
+    @property
+    def kind(self) -> str:
+        return self.spec.kind or self.default_kind
+
+    def check_kind(self) -> None:
+        """Refuse a probe kind that fits the other task's targets, before any harvest (a
+        binary kind on regression targets would fail later on their non-0/1 values)."""
+        if self.kind not in PROBE_KINDS:
+            make_probe(self.kind, **self.spec.probe_options())  # says which kinds exist
+        fits = PROBE_KINDS[self.kind].task
+        if fits != self.name:
+            mine = sorted(name for name, cls in PROBE_KINDS.items() if cls.task == self.name)
+            raise ProbewatchError(
+                f"probe kind {self.kind!r} fits {fits} labels, but {self.dataset.name!r} is "
+                f"a {self.name} task",
+                hint=f"for {self.name} use --kind {' or '.join(mine)}",
+            )
+
     @abstractmethod
     def check(self) -> None:
         """Refuse a dataset this task cannot train on, before any harvest."""
@@ -130,6 +149,7 @@ class TrainingTask(ABC):
 def sweep_sites(loaded: LoadedModel, task: TrainingTask, progress: bool = True) -> TrainResult:
     """Run the sweep of `task.spec.sites` on `task.dataset` and build the chosen probe."""
     task.check()
+    task.check_kind()
     spec, dataset = task.spec, task.dataset
     positions = task.positions()
     store = harvest(
@@ -139,7 +159,7 @@ def sweep_sites(loaded: LoadedModel, task: TrainingTask, progress: bool = True) 
         progress=progress,
     )
     run = Run(loaded, dataset, spec, positions, store, progress)
-    kind = spec.kind or task.default_kind
+    kind = task.kind
     best: Chosen | None = None
     # A reused store may hold more sites than asked for: sweep only the requested ones.
     for site in (s.name for s in expand_sites(spec.sites, loaded.n_layers)):
