@@ -56,7 +56,17 @@ ORTHOGONALIZED = ArtifactKind(
     card_file="probewatch-intervention.json",
     tensors_file="direction.safetensors",
 )
-KINDS: dict[str, ArtifactKind] = {k.format: k for k in (PROBE, VECTOR, ORTHOGONALIZED)}
+# An organism is an ordinary model directory (`save_pretrained`) whose card says what was
+# planted, how, and what it measured; defined here so datasets built on one can read it.
+ORGANISM = ArtifactKind(
+    "probewatch-organism/1",
+    "organism",
+    "`probewatch organism build`",
+    card_file="organism.json",
+    tensors_file=None,  # the weights are the model directory's own safetensors
+    made="built",
+)
+KINDS: dict[str, ArtifactKind] = {k.format: k for k in (PROBE, VECTOR, ORTHOGONALIZED, ORGANISM)}
 
 
 def register_kind(kind: ArtifactKind) -> ArtifactKind:
@@ -139,6 +149,17 @@ def read_card(kind: ArtifactKind, path: str | Path) -> dict[str, Any]:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__
         raise corrupt(kind, root, f"unknown format {found!r}")
     return card
+
+
+def read_organism_card(path: str | Path) -> dict[str, Any] | None:
+    """The organism card of a model directory, or None for an ordinary model (or a build
+    that never finished: the card is written last)."""
+    if not (Path(path) / ORGANISM.card_file).is_file():
+        return None
+    try:
+        return read_card(ORGANISM, path)
+    except ProbewatchError:
+        return None
 
 
 def read_artifact(

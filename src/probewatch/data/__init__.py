@@ -42,6 +42,9 @@ class DatasetEntry:
     benign_control: str | None = None  # the separate benign set its threshold is set on
     in_families: bool = False  # a row of `probewatch families`
     transfer: str | None = None  # families also scores its probe on this set's test split
+    # Built on an organism whose labels follow what its base knows: families trains the same
+    # probe on the base's activations too (a probe as good there reads familiarity).
+    familiarity_control: bool = False
 
 
 def _truth(build: Callable[[Form, int], Dataset], form: Form, family: bool = True) -> DatasetEntry:
@@ -91,6 +94,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "deception_told_to_lie": DatasetEntry(in_families=True),
     "knowledge_qa": DatasetEntry(in_families=True),
     "sandbagging": DatasetEntry(in_families=True),
+    "sandbagging_organism": DatasetEntry(in_families=True, familiarity_control=True),
     "thinking_progress": DatasetEntry(),
 }
 
@@ -109,6 +113,9 @@ BENIGN_CONTROLS: dict[str, str] = {
 }
 BINARY_FAMILIES: tuple[str, ...] = tuple(n for n, e in DATASETS.items() if e.in_families)
 TRANSFER: dict[str, str] = {n: e.transfer for n, e in DATASETS.items() if e.transfer}
+FAMILIARITY_CONTROLLED: tuple[str, ...] = tuple(
+    n for n, e in DATASETS.items() if e.familiarity_control
+)
 
 
 def dataset_names() -> list[str]:
@@ -186,6 +193,7 @@ __all__ = [
     "BINARY_FAMILIES",
     "BUILDERS",
     "DATASETS",
+    "FAMILIARITY_CONTROLLED",
     "FAMILIES",
     "GENERATED",
     "SHORTCUT_CONTROLS",

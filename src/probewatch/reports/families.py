@@ -6,7 +6,9 @@ aggregated (the positions a response monitor uses); prompt datasets (harm, eval 
 the last prompt token (where a prompt verdict is made). Each row also carries the shortcut
 audit (probewatch.metrics.shortcuts), the threshold's recall on a separate benign control where
 the concept has one, the probe's AUROC on a related set it was not trained on (instructed
-deception -> role-play), and what the model itself did in the generated sets.
+deception -> role-play), and what the model itself did in the generated sets. Sets built on an
+organism whose labels follow what its base knows (sandbagging_organism) also carry the
+familiarity control: the same probe on the base model (reports/familiarity.py).
 """
 
 from collections import Counter
@@ -15,10 +17,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from probewatch.config import ProbeSpec, as_positions
-from probewatch.data import BENIGN_CONTROLS, BINARY_FAMILIES, TRANSFER, load_dataset
+from probewatch.data import (
+    BENIGN_CONTROLS,
+    BINARY_FAMILIES,
+    FAMILIARITY_CONTROLLED,
+    TRANSFER,
+    load_dataset,
+)
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
+from probewatch.reports.familiarity import familiarity_control, familiarity_line
 from probewatch.training import BinaryScores, TrainResult, train
 from probewatch.training.evaluate import evaluate
 
@@ -39,6 +48,7 @@ class FamilyResult:
     shortcut_audit: dict[str, Any] | None = None
     transfer: dict[str, Any] | None = None
     behaviour: dict[str, Any] | None = None
+    familiarity: dict[str, Any] | None = None
 
 
 def positions_for(dataset: Dataset) -> str:
@@ -94,9 +104,26 @@ def evaluate_families(
                 shortcut_audit=result.artifact.card.get("shortcut_audit"),  # train audits it
                 transfer=_transfer(loaded, name, result, limit),
                 behaviour=behaviour_rates(dataset),
+                familiarity=_familiarity(loaded, dataset, spec, result, control, progress),
             )
         )
     return results
+
+
+def _familiarity(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    spec: ProbeSpec,
+    result: TrainResult,
+    control: Dataset | None,
+    progress: bool,
+) -> dict[str, Any] | None:
+    if dataset.name not in FAMILIARITY_CONTROLLED:
+        return None
+    try:
+        return familiarity_control(loaded, dataset, spec, result, control, progress)
+    except ProbewatchError as exc:
+        return {"note": exc.message}
 
 
 def _transfer(
@@ -135,6 +162,8 @@ def behaviour_rates(dataset: Dataset) -> dict[str, Any] | None:
     if name == "sandbagging":
         pressured = [ex for ex in rows if ex.meta.get("framing") == "pressured"]
         return {"degraded_under_pressure": _rate(pressured)}
+    if name == "sandbagging_organism":  # of the locked organism's wrong answers
+        return {"sandbagged": _rate(rows)}
     if name == "deception_roleplay":
         return {"lied_in_role_play": _rate(rows)}
     if name == "knowledge_qa":
@@ -171,4 +200,6 @@ def family_details(row: FamilyResult) -> str:
     if row.behaviour:
         rates = {k: v for k, v in row.behaviour.items() if isinstance(v, dict) and "rate" in v}
         parts.append(", ".join(f"{k} {v['k']}/{v['n']}" for k, v in rates.items()))
+    if row.familiarity:
+        parts.append(familiarity_line(row.familiarity))
     return "; ".join(parts)
