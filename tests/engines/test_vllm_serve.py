@@ -129,12 +129,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 def _hf_monitor(served: dict[str, Any]) -> Monitor:
     loaded = served["loaded"]
-    paths = sorted((served["root"] / "probes").iterdir())
+    # Not .deleted/, where the delete route moves a probe.
+    paths = sorted(p for p in (served["root"] / "probes").iterdir() if not p.name.startswith("."))
     return Monitor(loaded, [load_probe(p, loaded) for p in paths])
 
 
-def _stream(url: str, body: dict[str, Any], delay: float, out: dict[str, Any]) -> None:
-    """One streaming request (after `delay` s); keeps every chunk and when it arrived."""
+def _stream(
+    url: str,
+    body: dict[str, Any],
+    delay: float,
+    out: dict[str, Any],
+    first_token: threading.Event | None = None,
+) -> None:
+    """One streaming request (after `delay` s); keeps every chunk and when it arrived, and
+    sets `first_token` when the first scored token arrives."""
     time.sleep(delay)
     chunks = []
     payload = {"model": "default", "max_tokens": TOKENS, "stream": True, **body}
@@ -142,6 +150,8 @@ def _stream(url: str, body: dict[str, Any], delay: float, out: dict[str, Any]) -
         for line in reply.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
                 chunks.append((time.monotonic(), json.loads(line[6:])))
+                if first_token is not None and "token_index" in chunks[-1][1].get("probewatch", {}):
+                    first_token.set()
     out["chunks"] = chunks
 
 
@@ -224,6 +234,73 @@ def test_the_openai_client_streams_per_token_scores(served: dict[str, Any]) -> N
     assert extras[-1]["event_id"]
     reply = client.chat.completions.create(model="default", messages=CHATS[0], max_tokens=6)
     assert len(reply.model_extra["probewatch"]["tokens"]) == 6
+
+
+def _upload(url: str, name: str, source: Path) -> httpx.Response:
+    files = {
+        "card": ("card.json", (source / "card.json").read_bytes()),
+        "weights": ("weights.safetensors", (source / "weights.safetensors").read_bytes()),
+    }
+    return httpx.post(url + "/v1/probes", data={"name": name}, files=files, timeout=120)
+
+
+def test_a_probe_uploaded_and_deleted_through_the_routes_while_requests_stream(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """The upload and delete routes (what a user calls) while two answers are streaming: the
+    running requests finish with the HF Monitor's tokens and scores for the probes they
+    started with; a request after the upload is scored by the new probe too, as the HF
+    Monitor scores it; after the delete it is gone again."""
+    url, loaded = served["url"], served["loaded"]
+    with ActivationCapture(loaded.model, ["resid.16"], positions="all") as capture:
+        acts = capture.run(encode(loaded.tokenizer, TEXTS)).acts["resid.16"]
+    labels = (torch.arange(acts.shape[0]) % 2).float()  # other labels than the served p16
+    probe = make_probe("logistic", c=0.01).fit(acts, labels)
+    extra = {"threshold": {"value": 50.0, "target_fpr": 0.01}}
+    card = build_card(probe, loaded, "resid.16", "all", {"name": "u16", "hash": "y"}, {}, extra)
+    save_probe(ProbeArtifact(probe, card), tmp_path / "u16")
+    monitor = _hf_monitor(served)
+    before = {p.name for p in monitor.probes}
+
+    long_chats = [CHATS[2], [{"role": "user", "content": "Explain how a bicycle works."}]]
+    results: list[dict[str, Any]] = [{}, {}]
+    started = [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(
+            target=_stream, args=(url, {"messages": c, "max_tokens": 32}, 0.0, out, event)
+        )
+        for c, out, event in zip(long_chats, results, started, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    assert all(event.wait(timeout=600) for event in started)  # both are generating
+    uploaded_at = time.monotonic()
+    uploaded = _upload(url, "u16", tmp_path / "u16")
+    assert uploaded.status_code == 201, uploaded.text
+    try:
+        for thread in threads:
+            thread.join(timeout=900)
+        for chat, out in zip(long_chats, results, strict=True):
+            assert out["chunks"][-1][0] > uploaded_at  # it was still running at the upload
+            expected = monitor.generate([chat], max_new_tokens=32)[0]
+            got = _tokens(out["chunks"])
+            assert [t["token"] for t in got] == [step.text for step in expected.tokens]
+            for token, step in zip(got, expected.tokens, strict=True):
+                assert before <= set(token["scores"])
+                for name in before:
+                    assert abs(token["scores"][name] - step.scores[name]) <= TOLERANCE
+        after = _tokens(_run_concurrently(url, [{"messages": CHATS[0]}], stagger=0.0)[0])
+        now_served = _hf_monitor(served)
+        assert "u16" in {p.name for p in now_served.probes}
+        expected = now_served.generate([CHATS[0]], max_new_tokens=TOKENS)[0]
+        assert [t["token"] for t in after] == [step.text for step in expected.tokens]
+        for token, step in zip(after, expected.tokens, strict=True):
+            assert abs(token["scores"]["u16"] - step.scores["u16"]) <= TOLERANCE
+    finally:
+        deleted = httpx.delete(url + "/v1/probes/u16", timeout=120)
+    assert deleted.status_code == 204
+    last = _tokens(_run_concurrently(url, [{"messages": CHATS[0]}], stagger=0.0)[0])
+    assert last and all(set(t["scores"]) == before for t in last)
 
 
 def test_another_vllm_release_is_refused_at_start(
