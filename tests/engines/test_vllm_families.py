@@ -1,8 +1,10 @@
-"""Qwen2 and Gemma 3 under the compiled vLLM engine: tiny random models saved as model
-directories, served by `VllmEngine` (the server's engine), checked against the HF Monitor
-(same probes, same greedy tokens, every token scored) and with one request steered.
+"""Qwen2 and Gemma 3 under the compiled vLLM engine, served by `VllmEngine` (the server's
+engine), checked against the HF Monitor (same probes, same greedy tokens, every token scored)
+and with one request steered: tiny random models saved as model directories (`make
+test-vllm`), and the real embedded Qwen2.5-Coder-0.5B-Instruct and Gemma 3 270M (marked real:
+`make test-vllm-full`).
 
-Runs in .venv-vllm (`make test-vllm`); elsewhere the module skips, saying why."""
+Runs in .venv-vllm; elsewhere the module skips, saying why."""
 
 import dataclasses
 from collections.abc import Iterator
@@ -31,8 +33,10 @@ TOKENS = 10
 # docs/vllm.md). 1e-4 is far above that and far below what a wrong tap, a row joined to the
 # wrong position or the wrong layer's stream gives (> 1e-2 with these probes' logit spread).
 TOLERANCE = 1e-4
-SITES = ["resid.0", "resid.2", "resid.3"]
-STEER_SITE = "resid.1"
+# Tiny models have 4 layers; a real one gets the same relative depths (first, middle, last).
+TINY_SITES = ["resid.0", "resid.2", "resid.3"]
+TINY_STEER_SITE = "resid.1"
+REAL = {"qwen2-real": "qwen2.5-coder-0.5b-instruct", "gemma3-real": "gemma3-270m"}
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "Name three colours of the rainbow."}],
@@ -45,19 +49,40 @@ TEXTS = [c[0]["content"] for c in CHATS] + [
 ]
 
 
-@pytest.fixture(scope="module", params=["qwen2", "gemma3"])
+def _sites(n_layers: int) -> tuple[list[str], str]:
+    """Probe sites and the steering site: the tiny models' own, or the same depths."""
+    if n_layers == 4:
+        return TINY_SITES, TINY_STEER_SITE
+    return [f"resid.{n_layers * k // 4}" for k in (0, 2, 3)], f"resid.{n_layers // 4}"
+
+
+@pytest.fixture(
+    scope="module",
+    params=["qwen2", "gemma3", *(pytest.param(k, marks=pytest.mark.real) for k in REAL)],
+)
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     family = request.param
-    loaded = vllm_tiny(family, tmp_path_factory.mktemp(family))
-    probes = fitted_probes(loaded, SITES, TEXTS)
+    if family in REAL:
+        from probewatch.models import load_model
+
+        loaded = load_model(REAL[family])
+    else:
+        loaded = vllm_tiny(family, tmp_path_factory.mktemp(family))
+    sites, steer_site = _sites(loaded.n_layers)
+    probes = fitted_probes(loaded, sites, TEXTS)
     direction = torch.randn(loaded.d_model, generator=torch.Generator().manual_seed(1))
     choice = EngineChoice(engine="vllm", vllm_max_model_len=256)
-    engine = VllmEngine(loaded, probes, choice, {"v": {STEER_SITE: direction / direction.norm()}})
+    engine = VllmEngine(loaded, probes, choice, {"v": {steer_site: direction / direction.norm()}})
     try:
         engine.start()
-        yield {"family": family, "engine": engine, "monitor": Monitor(loaded, probes)}
+        yield {
+            "family": family,
+            "engine": engine,
+            "monitor": Monitor(loaded, probes),
+            "steer_site": steer_site,
+        }
     finally:
         engine.stop()
 
@@ -101,11 +126,14 @@ def test_scores_equal_the_hf_monitor_every_token_scored(served: dict[str, Any]) 
 def test_one_request_steered_the_others_unchanged(served: dict[str, Any]) -> None:
     monitor: Monitor = served["monitor"]
     loaded = monitor.loaded
+    steer_site: str = served["steer_site"]
     # A strength of the residual stream's own size at that layer: enough to change tokens.
+    # The median, not the mean: a real model's first token has a norm tens of times the rest.
+    layer = int(steer_site.split(".")[1])
     ids = torch.tensor([monitor.prompt_ids(CHATS[1])])
     with torch.no_grad():
-        hidden = loaded.model(ids, output_hidden_states=True).hidden_states[2]
-    strength = float(hidden[0].norm(dim=-1).mean())
+        hidden = loaded.model(ids, output_hidden_states=True).hidden_states[layer + 1]
+    strength = float(hidden[0].norm(dim=-1).median())
     family = served["family"]
     requests = [
         _request(monitor, f"{family}-plain-{i}", c, strength if i == 1 else None)
@@ -115,8 +143,8 @@ def test_one_request_steered_the_others_unchanged(served: dict[str, Any]) -> Non
     tokens = [[d.step.token_id for d in s if isinstance(d, TokenGenerated)] for s in streams]
     plain = [_hf_tokens(monitor, c) for c in CHATS[:3]]
     engine: VllmEngine = served["engine"]
-    vector = engine.vectors["v"][STEER_SITE]
-    steered = _hf_tokens(monitor, CHATS[1], steering=[(STEER_SITE, vector, strength)])
+    vector = engine.vectors["v"][steer_site]
+    steered = _hf_tokens(monitor, CHATS[1], steering=[(steer_site, vector, strength)])
     assert tokens[0] == plain[0] and tokens[2] == plain[2]
     assert tokens[1] == steered != plain[1]
 
