@@ -216,7 +216,7 @@ def test_a_row_without_a_span_is_refused_by_name(tiny: LoadedModel, tmp_path: Pa
     file = write(tmp_path / "t.csv", 'text,label,spans\nParis is big,1,"[[0, 5]]"\nLyon,0,\n')
     with pytest.raises(ProbewatchError, match=r"row 1 \('Lyon'\) has no span") as err:
         into(tiny, load_file(file), "resid.1", tmp_path / "s", positions="span")
-    assert err.value.hint is not None and "--positions mask" in err.value.hint
+    assert err.value.hint is not None and "--positions last or all" in err.value.hint
     # A text without the spans column, under span positions, says the same.
     with pytest.raises(ProbewatchError, match=r"row 0 .* has no span"):
         into(tiny, toy_dataset(3), "resid.1", tmp_path / "t", positions="span")

@@ -73,13 +73,17 @@ def example_spans(examples: Sequence[Example], row_offset: int = 0) -> list[list
     for i, ex in enumerate(examples):
         spans = ex.spans
         if not spans:
-            where = "its final message" if ex.messages else "its text"
+            where, other = (
+                ("its final message", "--positions mask (the whole final message)")
+                if ex.messages
+                else ("its text", "--positions last or all")
+            )
             raise ProbewatchError(
                 f"row {row_offset + i} ({clip(ex.text)!r}) has no span, and positions='span' "
                 "reads only the tokens of each example's spans",
                 hint=f"give every row spans ([[start, end]] character offsets into {where}; "
-                "a 'spans' column in your file), drop the rows without one, or use "
-                "--positions mask to read the whole final message",
+                f"a 'spans' column in your file), drop the rows without one, or read other "
+                f"tokens with {other}",
             )
         out.append(spans)
     return out
