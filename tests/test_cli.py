@@ -73,6 +73,31 @@ def test_train_then_eval_on_a_user_csv(tiny_dir: str, tmp_path: Path, capsys) ->
     assert result["n"] == 4 and result["n_positive"] == 2 and 0.0 <= result["auroc"] <= 1.0
 
 
+def test_a_files_spans_column_makes_a_span_probe(tiny_dir: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rows = []
+    for i in range(60):
+        entity = ["Lima", "Rome"][i % 2]
+        answer = f"Number {i} is in {entity}."
+        chat = [
+            {"role": "user", "content": f"Where is {i}?"},
+            {"role": "assistant", "content": answer},
+        ]
+        start = answer.index(entity)
+        rows.append({"messages": chat, "label": i % 2, "spans": [[start, start + 4]], "group": i})
+    data = tmp_path / "answers.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    probe = tmp_path / "probe"
+    argv = ["train", "--model", tiny_dir, "--file", str(data), "--sites", "resid.1"]
+    code, out, _ = run(
+        [*argv, "--out", str(probe), "--no-shortcut-audit", "--json", "--quiet"], capsys
+    )
+    assert code == 0, out
+    assert out.startswith("answers.jsonl has no 'split' column, so it was split by group")
+    result = json.loads(out[out.index("{") :])
+    assert set(result["span"]) >= {"max", "mean", "n_examples"}
+    assert json.loads((probe / "card.json").read_text())["positions"] == "span"
+
+
 def test_train_refuses_to_replace_a_saved_probe_before_doing_any_work(
     tiny_dir: str,
     tmp_path: Path,

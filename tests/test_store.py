@@ -7,9 +7,11 @@ import torch
 from probewatch.capture import ActivationCapture
 from probewatch.config import HarvestSpec
 from probewatch.data.base import Dataset, DatasetCard, Example
+from probewatch.data.files import load_file
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.store import ActivationStore, encode_examples, harvest
+from tests.helpers import write
 
 CARD = DatasetCard("toy", "toy", "tests", "none", "by hand", "every third is test")
 
@@ -161,3 +163,74 @@ def test_too_long_text_names_its_row(tiny: LoadedModel, tmp_path: Path) -> None:
     examples = [*toy_dataset(5).examples, Example(text="x" * 100, label=1.0)]
     with pytest.raises(ProbewatchError, match="row 5 is 100 tokens"):
         into(tiny, Dataset(CARD, examples), "resid.0", tmp_path / "s")
+
+
+def _span_rows(stored_index: torch.Tensor, n: int) -> list[int]:
+    return torch.bincount(stored_index, minlength=n).tolist()
+
+
+def test_a_users_spans_column_chooses_the_tokens_of_a_span_harvest(
+    tiny: LoadedModel, tmp_path: Path
+) -> None:
+    # The tiny tokenizer has one token per ASCII character, so a span of k characters is k rows.
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Capital of Peru?"},
+                {"role": "assistant", "content": "It is Lima."},
+            ],
+            "label": 0,
+            "spans": [[6, 10]],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Capital of Chad?"},
+                {"role": "assistant", "content": "It is Rome, or Oslo."},
+            ],
+            "label": 1,
+            "spans": [[6, 10], [15, 19]],
+        },
+    ]
+    file = write(tmp_path / "qa.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_file(file)
+    store = into(tiny, dataset, "resid.1", tmp_path / "span", positions="span")
+    stored = store.load("resid.1")
+    assert _span_rows(stored.example_index, 2) == [4, 8]
+    assert stored.label.tolist() == [0.0] * 4 + [1.0] * 8
+    # The spans reached the batch: its mask is exactly their tokens.
+    batch = encode_examples(tiny, dataset.examples, positions="span")
+    assert batch.token_mask is not None
+    picked = tiny.tokenizer.decode(batch.input_ids[1][batch.token_mask[1]])
+    assert picked == "RomeOslo"
+    whole = into(tiny, dataset, "resid.1", tmp_path / "mask", positions="mask")
+    assert _span_rows(whole.load("resid.1").example_index, 2) == [11, 20]
+    # Plain text rows: spans into the text.
+    texts = write(
+        tmp_path / "t.csv", 'text,label,spans\nParis is big,1,"[[0, 5]]"\nLyon,0,"[[0, 2]]"\n'
+    )
+    text_store = into(tiny, load_file(texts), "resid.1", tmp_path / "text", positions="span")
+    assert _span_rows(text_store.load("resid.1").example_index, 2) == [5, 2]
+
+
+def test_a_row_without_a_span_is_refused_by_name(tiny: LoadedModel, tmp_path: Path) -> None:
+    file = write(tmp_path / "t.csv", 'text,label,spans\nParis is big,1,"[[0, 5]]"\nLyon,0,\n')
+    with pytest.raises(ProbewatchError, match=r"row 1 \('Lyon'\) has no span") as err:
+        into(tiny, load_file(file), "resid.1", tmp_path / "s", positions="span")
+    assert err.value.hint is not None and "--positions last or all" in err.value.hint
+    # A text without the spans column, under span positions, says the same.
+    with pytest.raises(ProbewatchError, match=r"row 0 .* has no span"):
+        into(tiny, toy_dataset(3), "resid.1", tmp_path / "t", positions="span")
+
+
+def test_span_and_mask_harvests_are_cached_apart(tiny: LoadedModel) -> None:
+    answer = [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": "In Lima."}]
+    examples = [
+        Example("In Lima.", float(i % 2), messages=tuple(answer), meta={"answer_span": [3, 7]})
+        for i in range(4)
+    ]
+    dataset = Dataset(CARD, examples)
+    span = harvest(tiny, dataset, HarvestSpec(sites="resid.0", positions="span"), progress=False)
+    mask = harvest(tiny, dataset, HarvestSpec(sites="resid.0", positions="mask"), progress=False)
+    assert span.path != mask.path and span.manifest["spec"]["positions"] == "span"
+    assert span.load("resid.0").acts.shape[0] == 4 * 4  # "Lima": the answer_span's tokens
+    assert mask.load("resid.0").acts.shape[0] == 4 * 8

@@ -13,18 +13,18 @@ import contextlib
 import inspect
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
+from probewatch.config import Positions
 from probewatch.errors import ProbewatchError
 from probewatch.hooks import hidden_of, registered_hooks
 from probewatch.sites import Site, expand_sites, layer_list, resolve_module
 from probewatch.tokens import Batch
 
-Positions = Literal["last", "all", "mask"]
-POSITIONS: tuple[str, ...] = ("last", "all", "mask")
+POSITIONS: tuple[str, ...] = get_args(Positions)  # the one list lives in config.Positions
 
 
 class _StopForward(Exception):
@@ -53,11 +53,12 @@ def select_positions(
     if positions == "all":
         rows, cols = mask.nonzero(as_tuple=True)
         return rows, cols
-    if positions == "mask":
+    if positions in ("mask", "span"):
         if token_mask is None:
+            what = "the spans' tokens" if positions == "span" else "the assistant response tokens"
             raise ProbewatchError(
-                "positions='mask' needs a token mask (e.g. the assistant response tokens)",
-                hint="encode chats with encode_chats, or give character spans",
+                f"positions={positions!r} needs a token mask ({what})",
+                hint="encode chats with encode_chats, or give character spans (spans=...)",
             )
         rows, cols = (mask & token_mask.bool()).nonzero(as_tuple=True)
         return rows, cols

@@ -19,7 +19,9 @@ from typing import Any, Literal, get_args
 
 from probewatch.errors import ProbewatchError
 
-Positions = Literal["last", "all", "mask"]
+# last: the final token; all: every token; mask: the final message's tokens (a chat's answer);
+# span: the tokens of each example's character spans (meta "spans", else "answer_span").
+Positions = Literal["last", "all", "mask", "span"]
 Task = Literal["auto", "binary", "regression"]
 Scope = Literal["prompt", "response"]
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -175,7 +177,9 @@ class ProbeSpec(DataSource):
     sites: str = "all"
     """sites to sweep: all, resid.*, resid.10-14 or a comma list such as resid.12,mlp_out.3"""
     positions: Positions | None = None
-    """tokens to read (default: last; mask for per-token regression targets)"""
+    """tokens to read: last, all, mask (a chat's final message) or span (each example's
+    character spans, e.g. the stated entity of an answer) (default: the dataset card's, else
+    last; mask for per-token regression targets)"""
     kind: str | None = None
     """probe kind: logistic, mass_mean, ... (default: logistic; ridge for regression)"""
     probe_config: str = ""
@@ -327,7 +331,8 @@ class HarvestSpec(DataSource, EngineChoice):
     sites: str = "all"
     """sites to capture: all, resid.*, resid.10-14 or a comma list"""
     positions: Positions = "last"
-    """tokens to store"""
+    """tokens to store: last, all, mask (a chat's final message) or span (each example's
+    character spans)"""
     batch_size: int = 32
     """examples per forward pass"""
     dtype: Dtype = "float32"

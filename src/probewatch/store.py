@@ -34,7 +34,7 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.paths import cache_dir, write_json_atomic
 from probewatch.sites import expand_sites
-from probewatch.tokens import Batch, encode, encode_chats
+from probewatch.tokens import Batch, Span, encode, encode_chats
 
 FORMAT = "probewatch-activations/1"
 MANIFEST = "manifest.json"
@@ -42,20 +42,73 @@ VALIDATION_ONE_IN = 5  # one train group in five validates the layer choice
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def encode_examples(loaded: LoadedModel, examples: Sequence[Example], row_offset: int = 0) -> Batch:
-    """Text examples are encoded as is; chat examples get a mask of their final response."""
+def encode_examples(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    row_offset: int = 0,
+    positions: str = "last",
+) -> Batch:
+    """Text examples are encoded as is; chat examples get a mask of their final response.
+    With positions="span" the mask is each example's spans instead (see `Example.spans`)."""
     max_length = getattr(loaded.model.config, "max_position_embeddings", None)
+    spans = example_spans(examples, row_offset) if positions == "span" else None
     if all(ex.messages for ex in examples):
         chats = [list(ex.messages or ()) for ex in examples]
-        return encode_chats(loaded.tokenizer, chats, max_length, row_offset)  # type: ignore[arg-type]
-    if any(ex.messages for ex in examples):
+        batch = encode_chats(loaded.tokenizer, chats, max_length, row_offset, spans)  # type: ignore[arg-type]
+    elif any(ex.messages for ex in examples):
         raise ProbewatchError("a batch mixes chat and plain-text examples", hint="use one kind")
-    return encode(
-        loaded.tokenizer,
-        [ex.text for ex in examples],
-        max_length=max_length,
-        row_offset=row_offset,
-    )
+    else:
+        texts = [ex.text for ex in examples]
+        batch = encode(
+            loaded.tokenizer, texts, max_length=max_length, row_offset=row_offset, spans=spans
+        )
+    if spans is not None:
+        _require_span_tokens(batch, spans, examples, row_offset)
+    return batch
+
+
+def example_spans(examples: Sequence[Example], row_offset: int = 0) -> list[list[Span]]:
+    """Each example's character spans; an example without one is refused, naming its row."""
+    out = []
+    for i, ex in enumerate(examples):
+        spans = ex.spans
+        if not spans:
+            where, other = (
+                ("its final message", "--positions mask (the whole final message)")
+                if ex.messages
+                else ("its text", "--positions last or all")
+            )
+            raise ProbewatchError(
+                f"row {row_offset + i} ({clip(ex.text)!r}) has no span, and positions='span' "
+                "reads only the tokens of each example's spans",
+                hint=f"give every row spans ([[start, end]] character offsets into {where}; "
+                f"a 'spans' column in your file), drop the rows without one, or read other "
+                f"tokens with {other}",
+            )
+        out.append(spans)
+    return out
+
+
+def _require_span_tokens(
+    batch: Batch, spans: list[list[Span]], examples: Sequence[Example], row_offset: int
+) -> None:
+    """Refuse a row whose spans select no token (it would silently drop out of the store)."""
+    assert batch.token_mask is not None  # encoding with spans always makes a mask
+    empty = (~batch.token_mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        i = empty[0]
+        raise ProbewatchError(
+            f"row {row_offset + i} ({clip(examples[i].text)!r}): its spans {spans[i]} cover "
+            "no token",
+            hint="spans are character offsets (end exclusive) into the text or the chat's final "
+            "message",
+        )
+
+
+def clip(text: str, width: int = 40) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis (for messages)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 @dataclass
@@ -246,7 +299,8 @@ def harvest(
         with bar:
             for start in range(done, len(examples), batch_size):
                 chunk = examples[start : start + batch_size]
-                captured = capture.run(encode_examples(loaded, chunk, row_offset=start))
+                batch = encode_examples(loaded, chunk, row_offset=start, positions=positions)
+                captured = capture.run(batch)
                 rows = captured.example_index
                 for name, acts in captured.acts.items():
                     buffers[name].append(acts.to(DTYPES[dtype]))

@@ -4,6 +4,10 @@ A chat's tokens of interest are its final message's content: the template is ren
 to text, the message's character span is located in it, and tokens overlapping the span are
 marked using the tokenizer's offsets. This works for any chat template, with or without
 `{% generation %}` markers.
+
+Given character spans per row (positions="span": the wrong entity of a hallucinated answer),
+the mask marks only the tokens overlapping those spans instead; a chat's spans count from the
+start of its final message's content, a text's from the start of the text.
 """
 
 from collections.abc import Mapping, Sequence
@@ -66,18 +70,33 @@ def render_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, Span]
     return text, (start, start + len(content))
 
 
+def overlap_mask(offsets: torch.Tensor, spans: Sequence[Span], base: int = 0) -> torch.Tensor:
+    """[T] bool: the tokens whose character `offsets` ([T, 2], end exclusive) overlap any of
+    `spans`, each shifted by `base`. A special token's empty (0, 0) offset overlaps nothing."""
+    mask = torch.zeros(offsets.shape[0], dtype=torch.bool)
+    for start, end in spans:
+        mask |= (offsets[:, 0] < base + end) & (offsets[:, 1] > base + start)
+    return mask
+
+
 def encode(
     tokenizer: Any,
     texts: Sequence[str],
     add_special_tokens: bool = True,
     max_length: int | None = None,
     row_offset: int = 0,
+    spans: Sequence[Sequence[Span]] | None = None,
 ) -> Batch:
     """Tokenize and right-pad `texts`; a row over `max_length` tokens is refused (rows are
-    numbered from `row_offset` in the message)."""
-    encoded = _tokenize(tokenizer, texts, add_special_tokens, offsets=False)
-    _check_length(encoded["attention_mask"], max_length, row_offset)
-    return Batch(encoded["input_ids"], encoded["attention_mask"], None)
+    numbered from `row_offset` in the message). With `spans` (character spans per row, into
+    its text), `token_mask` marks the tokens overlapping them."""
+    encoded = _tokenize(tokenizer, texts, add_special_tokens, offsets=spans is not None)
+    attention = encoded["attention_mask"]
+    _check_length(attention, max_length, row_offset)
+    if spans is None:
+        return Batch(encoded["input_ids"], attention, None)
+    bases = [0] * len(texts)
+    return Batch(encoded["input_ids"], attention, _span_mask(encoded, spans, bases))
 
 
 def encode_chats(
@@ -85,19 +104,29 @@ def encode_chats(
     conversations: Sequence[Sequence[Message]],
     max_length: int | None = None,
     row_offset: int = 0,
+    spans: Sequence[Sequence[Span]] | None = None,
 ) -> Batch:
-    """Encode conversations; `token_mask` marks the final message's tokens (see render_chat)."""
+    """Encode conversations; `token_mask` marks the final message's tokens (see render_chat),
+    or with `spans` (character spans per row, into the final message's content) the tokens
+    overlapping them."""
     rendered = [render_chat(tokenizer, conv) for conv in conversations]
     # The template already contains BOS and role markers: add no special tokens again.
     encoded = _tokenize(tokenizer, [text for text, _ in rendered], False, offsets=True)
-    attention = encoded["attention_mask"]
-    _check_length(attention, max_length, row_offset)
+    _check_length(encoded["attention_mask"], max_length, row_offset)
+    if spans is None:
+        spans = [[(0, end - start)] for _, (start, end) in rendered]
+    bases = [start for _, (start, _) in rendered]
+    return Batch(encoded["input_ids"], encoded["attention_mask"], _span_mask(encoded, spans, bases))
+
+
+def _span_mask(encoded: Any, spans: Sequence[Sequence[Span]], bases: Sequence[int]) -> torch.Tensor:
+    """[B, T] bool: each row's real tokens overlapping its spans (shifted by its base)."""
+    if len(spans) != len(bases):
+        raise ProbewatchError(f"{len(spans)} rows of spans for {len(bases)} rows of text")
     offsets = encoded.pop("offset_mapping")  # [B, T, 2]
-    token_mask = torch.zeros_like(encoded["input_ids"], dtype=torch.bool)
-    for row, (_, (start, end)) in enumerate(rendered):
-        overlap = (offsets[row, :, 0] < end) & (offsets[row, :, 1] > start)
-        token_mask[row] |= overlap & attention[row].bool()
-    return Batch(encoded["input_ids"], attention, token_mask)
+    attention = encoded["attention_mask"].bool()
+    rows = [overlap_mask(offsets[row], spans[row], bases[row]) for row in range(len(bases))]
+    return torch.stack(rows) & attention
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool, offsets: bool) -> Any:

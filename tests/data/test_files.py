@@ -57,6 +57,9 @@ def test_parquet_with_chats_spans_splits_and_groups(tmp_path: Path) -> None:
     assert (first.split, second.split) == ("train", "test")
     assert (first.group, second.group) == ("a", "b")
     assert second.messages is not None and second.text == "Tell me a joke"
+    # A file with spans is probed at them unless told otherwise; one without has no default.
+    assert data.card.positions == "span"
+    assert load_file(write(tmp_path / "a.csv", "text,label\nhi,1\nbye,0\n")).card.positions is None
 
 
 def test_chats_as_json_strings_in_csv_and_lists_in_jsonl(tmp_path: Path) -> None:

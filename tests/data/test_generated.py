@@ -337,6 +337,7 @@ def test_builders_are_deterministic_cached_and_split_by_group(
 def test_knowledge_qa_marks_the_graded_entity(scripted: list[int]) -> None:
     dataset = GENERATED_BUILDERS["knowledge_qa"](tiny_model(), 0, 40)
     assert "CC-BY 4.0" in dataset.card.license and "GeoNames" in dataset.card.source
+    assert dataset.card.positions == "span"  # probes read the graded entity by default
     for ex in dataset.examples:
         start, end = ex.meta["answer_span"]
         assert ex.text[start:end] == ex.meta["stated"]

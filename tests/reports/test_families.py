@@ -1,6 +1,7 @@
 """A probe per binary family: mechanics on a tiny model; the real run on the default model."""
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,9 @@ def test_positions_follow_the_shape_of_the_data() -> None:
     assert positions_for(Dataset(card, [Example("a", 1.0, messages=answer)])) == "mask"
     assert positions_for(Dataset(card, [Example("q", 1.0, messages=prompt)])) == "last"
     assert positions_for(Dataset(card, [Example("The sky is blue.", 1.0)])) == "last"
+    # A card that names its positions (knowledge_qa: the stated entity) has the last word.
+    spans = replace(card, positions="span")
+    assert positions_for(Dataset(spans, [Example("a", 1.0, messages=answer)])) == "span"
 
 
 def test_a_family_that_cannot_be_built_is_reported_not_raised(tiny: LoadedModel) -> None:

@@ -4,7 +4,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from probewatch.metrics.labels import require_binary_labels
@@ -22,6 +22,16 @@ class Example:
     group: str = ""  # the entity that must not cross splits (e.g. the city)
     messages: tuple[Mapping[str, str], ...] | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def spans(self) -> list[tuple[int, int]] | None:
+        """The character spans positions="span" reads: `meta["spans"]` (a user file's spans
+        column), else `meta["answer_span"]` (the graded entity of a generated answer); into
+        the final message's content for a chat, into `text` otherwise. None: no span."""
+        spans = self.meta.get("spans") or (
+            [self.meta["answer_span"]] if self.meta.get("answer_span") else None
+        )
+        return [(int(start), int(end)) for start, end in spans] if spans else None
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
@@ -43,6 +53,15 @@ class DatasetCard:
     version: str = "1"
     seed: int = 0
     task: str = "binary"  # or "regression"
+    # The token positions a probe of this dataset reads when none are asked for (e.g. "span"
+    # for knowledge_qa's stated entity); None: the trainer's own default.
+    positions: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetCard":
+        """A card from its `asdict` form; fields it lacks (cards older than them) default."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

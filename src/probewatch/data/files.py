@@ -12,7 +12,9 @@ Columns (names are configurable; only the label and one of text/messages are req
   integer scores such as 1-5 need `task="regression"` so that a stray '2' in a binary file is
   reported instead of silently turning the task into regression.
 - `spans`: optional character spans to probe, as a list of [start, end] pairs (end exclusive)
-  into the probed string (the text, or a chat's final message). Stored in `meta["spans"]`.
+  into the probed string (the text, or a chat's final message). Stored in `meta["spans"]`;
+  a file with spans is probed at their tokens (positions="span", the card's default), so
+  every row then needs spans (or pass other positions).
 - `split`: optional, `train` or `test` per row. Without it every row is a test row.
 - `group`: optional entity key that must not cross splits (used by cross-validation).
 
@@ -309,6 +311,7 @@ def load_file(path: str | Path, columns: FileColumns | None = None) -> Dataset:
         ),
         split_rule=(f"from column {split_column!r}" if split_column in header else NO_SPLIT_RULE),
         task=kind,
+        positions="span" if any("spans" in ex.meta for ex in examples) else None,
     )
     return Dataset(card, examples)
 

@@ -1,8 +1,9 @@
 """One probe per binary dataset family: the held-out AUROC of each, with its shortcut audit.
 
 Statement datasets are probed at the statement's last token; chat datasets whose last turn
-is the model's answer (deception, hallucination, sandbagging) at the answer's tokens, mean
-aggregated (the positions a response monitor uses); prompt datasets (harm, eval awareness) at
+is the model's answer (deception, sandbagging) at the answer's tokens, mean aggregated (the
+positions a response monitor uses), or at the tokens their card names (hallucination: the
+stated entity's span, scored per answer); prompt datasets (harm, eval awareness) at
 the last prompt token (where a prompt verdict is made). Each row also carries the shortcut
 audit (probewatch.metrics.shortcuts), the threshold's recall on a separate benign control where
 the concept has one, the probe's AUROC on a related set it was not trained on (instructed
@@ -30,6 +31,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.reports.familiarity import familiarity_control, familiarity_line
 from probewatch.training import BinaryScores, TrainResult, train
 from probewatch.training.evaluate import evaluate
+from probewatch.training.spans import REDUCTIONS as SPAN_REDUCTIONS
 
 
 @dataclass
@@ -49,10 +51,14 @@ class FamilyResult:
     transfer: dict[str, Any] | None = None
     behaviour: dict[str, Any] | None = None
     familiarity: dict[str, Any] | None = None
+    span: dict[str, Any] | None = None  # positions "span": per example over its span tokens
 
 
 def positions_for(dataset: Dataset) -> str:
-    """Answer tokens for chats that end with the model's answer, else the last token."""
+    """The card's positions if it names them (knowledge_qa: the stated entity's span), else
+    answer tokens for chats that end with the model's answer, else the last token."""
+    if dataset.card.positions:
+        return dataset.card.positions
     chats = [ex.messages for ex in dataset.examples if ex.messages]
     if chats and all(m[-1].get("role") == "assistant" for m in chats):
         return "mask"
@@ -105,6 +111,7 @@ def evaluate_families(
                 transfer=_transfer(loaded, name, result, limit),
                 behaviour=behaviour_rates(dataset),
                 familiarity=_familiarity(loaded, dataset, spec, result, control, progress),
+                span=result.metrics.span.to_dict() if result.metrics.span else None,
             )
         )
     return results
@@ -193,6 +200,15 @@ def family_details(row: FamilyResult) -> str:
             f"audit: {audit['verdict']} (words/length {audit['baseline_auroc']:.3f}; {early}"
             + (f"; control {audit['control']} {control:.3f}" if control is not None else "")
             + ")"
+        )
+    if row.span:
+        parts.append(
+            "span "
+            + ", ".join(
+                f"{name} {row.span[name]['auroc']:.3f} ({row.span[name]['auroc_ci_low']:.3f}-"
+                f"{row.span[name]['auroc_ci_high']:.3f})"
+                for name in SPAN_REDUCTIONS
+            )
         )
     if row.transfer and "auroc" in row.transfer:
         t = row.transfer

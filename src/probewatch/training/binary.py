@@ -14,10 +14,11 @@ from probewatch.metrics.scores import binary_metrics, fpr_at_recall
 from probewatch.probes.aggregators import make_aggregator
 from probewatch.probes.base import Probe
 from probewatch.store import StoredSite, harvest
-from probewatch.training.examples import per_example, safe_auroc
+from probewatch.training.examples import n_examples, per_example, safe_auroc
 from probewatch.training.results import BinaryScores, SweepRow
 from probewatch.training.shortcut_audit import AuditInputs, run_shortcut_audit
-from probewatch.training.sweep import Chosen, Run, Scored, TrainingTask, dataset_entry, n_examples
+from probewatch.training.spans import span_scores
+from probewatch.training.sweep import Chosen, Run, Scored, TrainingTask, dataset_entry
 
 
 class BinaryTask(TrainingTask):
@@ -73,6 +74,9 @@ class BinaryTask(TrainingTask):
             target_fpr=spec.target_fpr,
             control=control_name,
         )
+        if run.positions == "span":
+            token_scores = best.probe.score(best.test.acts)
+            metrics.span = span_scores(token_scores, best.test, n_boot=self.n_boot, seed=spec.seed)
         extra: dict[str, Any] = {
             "threshold": {
                 "value": threshold,

@@ -14,7 +14,7 @@ from probewatch.models.loading import LoadedModel
 from probewatch.paths import atomic_text
 from probewatch.probes.aggregators import make_aggregator
 from probewatch.probes.artifact import ProbeArtifact, check_model
-from probewatch.store import harvest
+from probewatch.store import clip, harvest
 from probewatch.training.binary import per_example
 from probewatch.training.results import metrics_line
 
@@ -52,13 +52,8 @@ class Evaluation:
         worst = self.worst(n_worst)
         if worst:
             lines.append("most confident mistakes (score, label, text):")
-            lines += [f"  {r.score:8.3f}  {r.label}  {_clip(r.text, 80)}" for r in worst]
+            lines += [f"  {r.score:8.3f}  {r.label}  {clip(r.text, 80)}" for r in worst]
         return "\n".join(lines)
-
-
-def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def evaluate(

@@ -31,3 +31,8 @@ def per_example(
 
 def safe_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return auroc(scores, labels) if 0 < labels.sum() < labels.size else float("nan")
+
+
+def n_examples(part: StoredSite) -> int:
+    """How many examples the rows of `part` come from."""
+    return len(set(part.example_index.tolist()))

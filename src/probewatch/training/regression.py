@@ -18,8 +18,9 @@ from probewatch.errors import ProbewatchError
 from probewatch.metrics.scores import mae, r2
 from probewatch.probes.base import Probe
 from probewatch.store import StoredSite, token_order
+from probewatch.training.examples import n_examples
 from probewatch.training.results import RegressionScores
-from probewatch.training.sweep import Chosen, Run, Scored, TrainingTask, dataset_entry, n_examples
+from probewatch.training.sweep import Chosen, Run, Scored, TrainingTask, dataset_entry
 
 
 def per_token_key(dataset: Dataset, key: str = "progress") -> str | None:
@@ -108,7 +109,8 @@ class RegressionTask(TrainingTask):
         self.target_key = per_token_key(dataset)
 
     def positions(self) -> Positions:
-        return self.spec.positions or ("mask" if self.target_key else "last")
+        default: Positions = "mask" if self.target_key else "last"
+        return self.spec.positions or self.card_positions() or default
 
     def check(self) -> None:
         if self.dataset.card.task != "regression":

@@ -9,6 +9,7 @@ from probewatch.metrics.scores import BinaryMetrics
 from probewatch.metrics.shortcuts import ShortcutAudit
 from probewatch.probes.artifact import ProbeArtifact
 from probewatch.store import ActivationStore
+from probewatch.training.spans import SpanScores
 
 
 @dataclass
@@ -38,9 +39,10 @@ class BinaryScores:
     threshold: float
     target_fpr: float
     control: str  # what the threshold was set on
+    span: SpanScores | None = None  # positions="span": per example over its span tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "test": self.test.to_dict(),
             "recall_at_fpr": self.recall_at_fpr,
             "test_fpr_at_threshold": self.test_fpr,
@@ -48,6 +50,9 @@ class BinaryScores:
             "ece_raw": self.ece_raw,
             "ece_calibrated": self.ece_calibrated,
         }
+        if self.span is not None:
+            data["span"] = self.span.to_dict()
+        return data
 
     def headline(self) -> str:
         t = self.test
@@ -58,12 +63,13 @@ class BinaryScores:
         )
 
     def details(self) -> str:
+        span = "" if self.span is None else f"\n{self.span.line()}"
         return (
             f"held-out test: {metrics_line(self.test)}\n"
             f"threshold at {self.target_fpr:.0%} FPR on {self.control}: recall "
             f"{self.recall_at_fpr:.3f} on test positives (test FPR {self.test_fpr:.3f}); FPR at "
             f"99% recall {self.fpr_at_99_recall:.3f}; calibration error {self.ece_raw:.3f} raw, "
-            f"{self.ece_calibrated:.3f} after Platt"
+            f"{self.ece_calibrated:.3f} after Platt{span}"
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from probewatch.config import HarvestSpec, Positions, ProbeSpec
+from probewatch.config import HarvestSpec, Positions, ProbeSpec, as_positions
 from probewatch.data.base import Dataset
 from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
@@ -96,7 +96,12 @@ class TrainingTask(ABC):
         return self.spec.n_boot or self.default_n_boot
 
     def positions(self) -> Positions:
-        return self.spec.positions or "last"
+        return self.spec.positions or self.card_positions() or "last"
+
+    def card_positions(self) -> Positions | None:
+        """The positions the dataset's card asks for when the spec names none."""
+        wanted = self.dataset.card.positions
+        return as_positions(wanted) if wanted else None
 
     @property
     def kind(self) -> str:
@@ -215,7 +220,3 @@ def dataset_entry(dataset: Dataset, **counts: Any) -> dict[str, Any]:
         **counts,
         "source": dataset.card.source,
     }
-
-
-def n_examples(part: StoredSite) -> int:
-    return len(set(part.example_index.tolist()))

@@ -72,6 +72,7 @@ class CardText:
     split_unit: str
     outcomes: Counter[str] | None = None  # what happened to each generated item
     task: str = "binary"
+    positions: str | None = None  # the tokens a probe reads by default (DatasetCard.positions)
 
 
 # The entity-question families (knowledge, sandbagging, instructed facts) split by country.
@@ -98,4 +99,5 @@ def make_card(
         split_rule=split_rule(text.split_unit),
         seed=seed,
         task=text.task,
+        positions=text.positions,
     )

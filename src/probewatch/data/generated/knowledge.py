@@ -5,8 +5,10 @@ facts); each answer is graded against gold names with aliases (see grading.py). 
 answer states a wrong entity (hallucinated), 0 = it states the gold one. Refusals, answers
 naming both gold and another entity, and answers naming neither are dropped and counted.
 
-`messages` ends with the answer, so positions="mask" covers the whole answer;
-meta["answer_span"] = [start, end) characters of the graded entity in the answer text.
+`messages` ends with the answer; meta["answer_span"] = [start, end) characters of the graded
+entity in the answer text. The card's default positions are "span": a probe reads the tokens
+of that entity (token-level labels, the right or the wrong entity), and is scored per answer
+over them (training/spans.py); positions="mask" reads the whole answer instead.
 """
 
 from collections import Counter
@@ -61,9 +63,10 @@ def build_knowledge_qa(loaded: LoadedModel, seed: int = 0, limit: int | None = N
         "and aliases (accents, case, punctuation and leading articles ignored, whole words); "
         "answers that refuse, name both gold and another entity, or name neither are dropped. "
         "Outcomes are grades. meta.answer_span is the graded entity's "
-        "character span in the answer.",
+        "character span in the answer; probes read its tokens (positions span) by default.",
         QA_SPLIT_UNIT,
         outcomes=outcomes,
+        positions="span",
     )
     card = make_card(text, loaded, QA_SETTINGS, seed, examples)
     return Dataset(card, examples)

@@ -58,7 +58,7 @@ class PartHarvester:
             batch["part"], batch["first_example"], batch["examples"], batch["card"], strict=True
         ):
             examples = [_example(row) for row in json.loads(rows)]
-            dataset = Dataset(DatasetCard(**json.loads(card)), examples)
+            dataset = Dataset(DatasetCard.from_dict(json.loads(card)), examples)
             settings = {k: v for k, v in self.options.items() if k in HARVEST_SETTINGS}
             spec = HarvestSpec(
                 sites=",".join(self.options["sites"]), out=self.out / part, **settings
