@@ -109,14 +109,15 @@ $(VLLM_STAMP): pyproject.toml Makefile
 # The vLLM engine's tests, in .venv-vllm (in the main venv they skip, saying why). CI runs
 # `test-vllm`: the plan/adapter unit tests, one compiled engine behind the server (parity
 # with the HF Monitor, last token, prompt alerts, steering, the openai client) and a tiny
-# Gemma 3 engine (its taps once failed under compilation; ~100 s). Qwen2, forced chunked
-# prefill / preemption, probe reloads while requests run, the harvest parity and Ray start
-# six more engines: `make test-vllm-full` (docs/vllm.md). Node ids quoted: [] would glob.
+# Gemma 3 engine (its taps once failed under compilation; ~100 s) and a bfloat16 one (~60 s).
+# Qwen2, the real Qwen2.5-0.5B and Gemma 3 270M, forced chunked prefill / preemption, probe
+# reloads while requests run, the harvest parity and Ray: `make test-vllm-full` (docs/vllm.md). Node ids quoted: [] would glob.
 FAMILIES_TEST := tests/engines/test_vllm_families.py
 VLLM_TESTS := tests/engines/test_vllm_layout.py tests/engines/test_vllm_serve.py \
 	'$(FAMILIES_TEST)::test_scores_equal_the_hf_monitor_every_token_scored[gemma3]' \
 	'$(FAMILIES_TEST)::test_one_request_steered_the_others_unchanged[gemma3]' \
-	'$(FAMILIES_TEST)::test_a_failed_start_leaves_no_thread_running'
+	'$(FAMILIES_TEST)::test_a_failed_start_leaves_no_thread_running' \
+	'$(FAMILIES_TEST)::test_a_bfloat16_model_is_served_with_float32_probes'
 
 test-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider $(VLLM_TESTS)

@@ -429,7 +429,7 @@ def fitted_probes(loaded: LoadedModel, sites: list[str], texts: list[str]) -> li
     gen = torch.Generator().manual_seed(0)
     probes = []
     for site in sites:
-        x = acts[site]
+        x = acts[site].float()  # a bfloat16 model records bfloat16
         along = x @ torch.randn(x.shape[1], generator=gen)
         y = (along > along.median()).float()
         probe = LogisticProbe(c=1.0).fit(x, y)

@@ -87,11 +87,14 @@ class ProbewatchMixin:
         if layout.aux_layers:
             self.model._set_aux_hidden_state_layers(layout.aux_layers)
         rows = vllm_config.scheduler_config.max_num_batched_tokens
+        # Probes score in float32 whatever the model's dtype: vLLM builds the model under its
+        # dtype as torch's default, so a bfloat16 model would otherwise get bfloat16 buffers.
+        f32 = torch.float32
         buffers = {
-            "pw_weight": torch.zeros(max(layout.width, 1), layout.k_max),
-            "pw_bias": torch.zeros(layout.k_max),
-            "pw_scores": torch.zeros(rows, layout.k_max),
-            "pw_rows": torch.zeros(rows if layout.capture else 1, max(layout.width, 1)),
+            "pw_weight": torch.zeros(max(layout.width, 1), layout.k_max, dtype=f32),
+            "pw_bias": torch.zeros(layout.k_max, dtype=f32),
+            "pw_scores": torch.zeros(rows, layout.k_max, dtype=f32),
+            "pw_rows": torch.zeros(rows if layout.capture else 1, max(layout.width, 1), dtype=f32),
         }
         module: nn.Module = self  # type: ignore[assignment]
         for name, value in buffers.items():
