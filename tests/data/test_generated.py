@@ -226,6 +226,19 @@ def test_generation_is_cached_and_the_second_call_does_not_generate(
     assert loaded.tokenizer.padding_side == "right"  # capture's setting is left alone
 
 
+def test_generating_says_so_on_stderr_also_when_it_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An uncached build is the longest step a user meets (an hour for the 0.5B model); under
+    # pytest stderr is not a terminal, as in a log or CI.
+    loaded = tiny_model()
+    generate(loaded, CONVS, GenerationSettings(max_new_tokens=4, batch_size=2))
+    err = capsys.readouterr().err
+    assert f"generating answers with {loaded.name}" in err and "3/3" in err
+    generate(loaded, CONVS, GenerationSettings(max_new_tokens=4, batch_size=2))
+    assert "generating" not in capsys.readouterr().err  # from the cache: nothing to say
+
+
 def test_generation_is_deterministic_and_batching_does_not_change_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
