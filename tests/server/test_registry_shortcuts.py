@@ -51,3 +51,17 @@ def test_an_upload_of_a_likely_shortcut_is_refused_and_leaves_nothing(tmp_path: 
         registry.add("harm", card, weights)
     assert "--serve-shortcuts" in (caught.value.hint or "")
     assert not (served / "harm").exists() and not list(served.iterdir())
+
+
+def test_a_span_probe_is_served_with_a_warning_that_it_reads_every_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = tiny_model()
+    make_probes(loaded, tmp_path, PROBES)
+    card = json.loads((tmp_path / "truth" / "card.json").read_text())
+    (tmp_path / "truth" / "card.json").write_text(json.dumps({**card, "positions": "span"}))
+    with caplog.at_level("WARNING", logger="probewatch.server.registry"):
+        registry = ProbeRegistry(tmp_path, loaded)
+    assert "truth" in registry.probes  # served, not refused
+    warned = [r.getMessage() for r in caplog.records if "span tokens only" in r.getMessage()]
+    assert len(warned) == 1 and "truth" in warned[0]  # the prompt-scope harm probe is not named

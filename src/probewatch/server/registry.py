@@ -160,6 +160,18 @@ def _scrub(message: str, path: Path, name: str) -> str:
     return message
 
 
+def _warn_if_read_off_its_span(probe: MonitoredProbe) -> None:
+    """A probe fitted on span tokens only (positions "span", e.g. a stated entity) is served
+    on every response token: served, but said, because its scores off the span mean little."""
+    if probe.scope == "response" and probe.artifact.card.get("positions") == "span":
+        log.warning(
+            "probe %s was trained on span tokens only (e.g. the entity an answer states) and is "
+            "scored here on every response token: read its score on the span's tokens, or "
+            "score answers with `probewatch eval`",
+            probe.name,
+        )
+
+
 class ProbeRegistry:
     """Probe artifacts in `root` that passed every check (`probes`), and those that did not
     (`skipped`: name -> reason)."""
@@ -176,6 +188,8 @@ class ProbeRegistry:
         self.reload()
         for name, reason in self.skipped.items():
             log.warning("probe %s skipped: %s", name, reason)
+        for probe in self.probes.values():
+            _warn_if_read_off_its_span(probe)
 
     def reload(self) -> None:
         probes, skipped = {}, {}
@@ -210,6 +224,7 @@ class ProbeRegistry:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.reload()
+        _warn_if_read_off_its_span(self.probes[name])
         return self.probes[name]
 
     def delete(self, name: str) -> None:
