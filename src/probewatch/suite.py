@@ -96,9 +96,10 @@ def train_suite(
         save_probe(trained.artifact, target)
         refusal = serving_refusal(trained.artifact.card, entry.name)
         # Kept on disk (its card says why), but a server started without --serve-shortcuts
-        # will not serve it.
+        # will not serve it. The reason is long and the demo's summary gives it: name it here.
         report(
-            f"{entry.name}: {trained.summary()}" + (f"; not served: {refusal}" if refusal else "")
+            f"{entry.name}: {trained.summary()}"
+            + ("; not served: its shortcut audit says likely shortcut" if refusal else "")
         )
         results[entry.name] = trained
     return results
