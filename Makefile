@@ -111,7 +111,8 @@ $(VLLM_STAMP): pyproject.toml Makefile
 # with the HF Monitor, last token, prompt alerts, steering, the openai client) and a tiny
 # Gemma 3 engine (its taps once failed under compilation; ~100 s) and a bfloat16 one (~60 s).
 # Qwen2, the real Qwen2.5-0.5B and Gemma 3 270M, forced chunked prefill / preemption, probe
-# reloads while requests run, the harvest parity and Ray: `make test-vllm-full` (docs/vllm.md). Node ids quoted: [] would glob.
+# reloads while requests run, the harvest parity and Ray: `make test-vllm-full`
+# (docs/vllm.md). Node ids quoted: [] would glob.
 FAMILIES_TEST := tests/engines/test_vllm_families.py
 VLLM_TESTS := tests/engines/test_vllm_layout.py tests/engines/test_vllm_serve.py \
 	'$(FAMILIES_TEST)::test_scores_equal_the_hf_monitor_every_token_scored[gemma3]' \

@@ -33,9 +33,6 @@ TOKENS = 10
 # docs/vllm.md). 1e-4 is far above that and far below what a wrong tap, a row joined to the
 # wrong position or the wrong layer's stream gives (> 1e-2 with these probes' logit spread).
 TOLERANCE = 1e-4
-# Tiny models have 4 layers; a real one gets the same relative depths (first, middle, last).
-TINY_SITES = ["resid.0", "resid.2", "resid.3"]
-TINY_STEER_SITE = "resid.1"
 REAL = {"qwen2-real": "qwen2.5-coder-0.5b-instruct", "gemma3-real": "gemma3-270m"}
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -50,9 +47,8 @@ TEXTS = [c[0]["content"] for c in CHATS] + [
 
 
 def _sites(n_layers: int) -> tuple[list[str], str]:
-    """Probe sites and the steering site: the tiny models' own, or the same depths."""
-    if n_layers == 4:
-        return TINY_SITES, TINY_STEER_SITE
+    """Probe sites at the same relative depths on every model (first, middle, three quarters)
+    and the steering site at a quarter: resid.0/2/3 and resid.1 on the 4-layer tiny ones."""
     return [f"resid.{n_layers * k // 4}" for k in (0, 2, 3)], f"resid.{n_layers // 4}"
 
 
@@ -176,7 +172,8 @@ def test_a_bfloat16_model_is_served_with_float32_probes(tmp_path: Path) -> None:
 
     loaded = vllm_tiny("qwen2", tmp_path / "m")
     loaded.model.to(torch.bfloat16)
-    probes = fitted_probes(loaded, TINY_SITES, TEXTS)
+    sites, _ = _sites(loaded.n_layers)
+    probes = fitted_probes(loaded, sites, TEXTS)
     engine = VllmEngine(loaded, probes, EngineChoice(engine="vllm", vllm_max_model_len=256), {})
     monitor = Monitor(loaded, probes)
     try:
@@ -188,7 +185,7 @@ def test_a_bfloat16_model_is_served_with_float32_probes(tmp_path: Path) -> None:
     assert isinstance(stream[0], PromptScored) and len(steps) == TOKENS
     prompt = monitor.prompt_ids(CHATS[0])
     ids = torch.tensor([prompt + [s.token_id for s in steps]])
-    with ActivationCapture(loaded.model, TINY_SITES, positions="all") as capture:
+    with ActivationCapture(loaded.model, sites, positions="all") as capture:
         acts = capture.run(Batch(ids, torch.ones_like(ids), None)).acts
     gaps = []
     for probe in probes:
