@@ -115,6 +115,7 @@ $(VLLM_STAMP): pyproject.toml Makefile
 # (docs/vllm.md). Node ids quoted: [] would glob.
 FAMILIES_TEST := tests/engines/test_vllm_families.py
 VLLM_TESTS := tests/engines/test_vllm_layout.py tests/engines/test_vllm_serve.py \
+	tests/engines/test_vllm_parallel.py \
 	'$(FAMILIES_TEST)::test_scores_equal_the_hf_monitor_every_token_scored[gemma3]' \
 	'$(FAMILIES_TEST)::test_one_request_steered_the_others_unchanged[gemma3]' \
 	'$(FAMILIES_TEST)::test_a_failed_start_leaves_no_thread_running' \

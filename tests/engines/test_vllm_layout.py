@@ -154,3 +154,19 @@ def test_version_check_names_the_supported_release() -> None:
     with pytest.raises(ProbewatchError, match=f"supports only vLLM {SUPPORTED_VLLM}") as err:
         check_vllm_version("0.31.1")
     assert "vllm==0.32.0" in (err.value.hint or "")
+
+
+def test_cpu_workers_get_one_core_group_per_rank_when_numa_nodes_are_too_few() -> None:
+    from probewatch.config import EngineChoice
+    from probewatch.engines.vllm.cpu import cpu_binding
+
+    def choice(tp: int = 1, dp: int = 1) -> EngineChoice:
+        return EngineChoice(engine="vllm", vllm_tensor_parallel=tp, vllm_data_parallel=dp)
+
+    assert cpu_binding(choice(), [0, 1], numa_nodes=1) is None  # vLLM's auto binding works
+    assert cpu_binding(choice(tp=2), [0, 1, 2, 3], numa_nodes=2) is None
+    assert cpu_binding(choice(tp=2), [0, 1], numa_nodes=1) == "0|1"
+    assert cpu_binding(choice(tp=2, dp=2), list(range(8)), numa_nodes=1) == "0,1|2,3|4,5|6,7"
+    assert cpu_binding(choice(dp=2), [4, 5, 6], numa_nodes=1) == "4|5,6"
+    with pytest.raises(ProbewatchError, match="need a CPU core each, and 2 are available"):
+        cpu_binding(choice(tp=2, dp=2), [0, 1], numa_nodes=1)

@@ -15,7 +15,7 @@ How the pieces fit (docs/vllm.md has the whole story and what is untested):
 - `engine.VllmEngine` serves chat requests through `AsyncLLM` behind the server's engine
   seam; `harvest.py` and `ray_harvest.py` write the same activation store as the HF path.
 
-Only this module and `layout.py` import without vLLM installed.
+Only this module, `layout.py` and `cpu.py` import without vLLM installed.
 """
 
 from importlib import metadata

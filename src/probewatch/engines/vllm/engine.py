@@ -27,6 +27,7 @@ import torch
 
 from probewatch.config import EngineChoice, split_list
 from probewatch.engines.vllm import check_vllm_version
+from probewatch.engines.vllm.cpu import bind_cpu_workers
 from probewatch.engines.vllm.layout import EXTRA_ARGS_KEY, Layout, ProbePlan, our_architecture
 from probewatch.engines.vllm.transport import ADDRESS_ENV, ScoreCollector, pack
 from probewatch.errors import ProbewatchError
@@ -93,6 +94,7 @@ def setup_environment(collector: ScoreCollector, choice: EngineChoice) -> None:
     """What vLLM's processes read from the environment they inherit."""
     os.environ[ADDRESS_ENV] = collector.address
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(choice.vllm_kv_cache_gib)
+    bind_cpu_workers(choice)
 
 
 class _Wake:

@@ -22,6 +22,7 @@ import os
 import tempfile
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,7 @@ class ScoreCollector:
         self._requests: dict[str, RequestRows] = {}
         self._callbacks: dict[str, Callable[[], None]] = {}
         self.messages = 0
+        self.by_engine: Counter[int] = Counter()  # messages per data-parallel engine
         self.dropped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="probewatch-scores", daemon=True)
@@ -143,6 +145,7 @@ class ScoreCollector:
         at_score = at_row = 0
         with self._lock:
             self.messages += 1
+            self.by_engine[int(header["engine"])] += 1
             for req in header["reqs"]:
                 rid, first, n, kept = external_id(req["id"]), req["pos"], req["n"], req["rows"]
                 entry = self._requests.get(rid)

@@ -174,7 +174,9 @@ class ProbeWorkerExtension:
             at = torch.from_numpy(np.concatenate(kept_rows)).to(model.pw_rows.device)
             rows = model.pw_rows[at].cpu().numpy()
         header = {
-            "engine": int(self.vllm_config.parallel_config.data_parallel_rank),
+            # the engine's DP rank: vLLM resets data_parallel_rank to 0 in each engine of a
+            # dense model (they run as independent DP=1 engines) and keeps it here
+            "engine": int(self.vllm_config.parallel_config.data_parallel_index),
             "version": self._pw_version,
             "k": layout.k_max,
             "width": layout.width,
