@@ -118,6 +118,7 @@ VLLM_TESTS := tests/engines/test_vllm_layout.py tests/engines/test_vllm_serve.py
 	tests/engines/test_vllm_parallel.py \
 	'$(FAMILIES_TEST)::test_scores_equal_the_hf_monitor_every_token_scored[gemma3]' \
 	'$(FAMILIES_TEST)::test_one_request_steered_the_others_unchanged[gemma3]' \
+	'$(FAMILIES_TEST)::test_a_request_longer_than_the_context_ends_at_it_every_token_scored[gemma3]' \
 	'$(FAMILIES_TEST)::test_a_failed_start_leaves_no_thread_running' \
 	'$(FAMILIES_TEST)::test_a_bfloat16_model_is_served_with_float32_probes'
 

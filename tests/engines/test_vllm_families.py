@@ -20,6 +20,7 @@ from probewatch.config import EngineChoice
 from probewatch.engines.vllm.engine import VllmEngine
 from probewatch.monitor import Monitor
 from probewatch.server.engine import (
+    Failed,
     Finished,
     GenerationRequest,
     PromptScored,
@@ -143,6 +144,30 @@ def test_one_request_steered_the_others_unchanged(served: dict[str, Any]) -> Non
     steered = _hf_tokens(monitor, CHATS[1], steering=[(steer_site, vector, strength)])
     assert tokens[0] == plain[0] and tokens[2] == plain[2]
     assert tokens[1] == steered != plain[1]
+
+
+def test_a_request_longer_than_the_context_ends_at_it_every_token_scored(
+    served: dict[str, Any],
+) -> None:
+    """vLLM stops a sequence at max_model_len: the engine asks for no more tokens than it can
+    score, so the answer ends there with finish_reason "length" and its last token scored
+    (it used to wait SCORE_TIMEOUT_S for that score, then fail the whole request); a prompt
+    that leaves no room fails at once, saying how to fix it."""
+    if served["family"] in REAL:
+        pytest.skip("the tiny models are enough, and a 256-token answer from a real one is slow")
+    monitor: Monitor = served["monitor"]
+    engine: VllmEngine = served["engine"]
+    context = engine.choice.vllm_max_model_len
+    p = len(monitor.prompt_ids(CHATS[0]))
+    request = dataclasses.replace(_request(monitor, "long", CHATS[0]), max_tokens=context)
+    stream = collect(engine, [request])[0]
+    steps = [d.step for d in stream if isinstance(d, TokenGenerated)]
+    assert isinstance(stream[-1], Finished)
+    assert len(steps) == context - p - 1  # the last position vLLM can consume
+    assert steps[-1].finish_reason == "length" and steps[-1].scores
+    too_long = [{"role": "user", "content": "word " * context}]
+    failed = collect(engine, [_request(monitor, "too-long", too_long)])[0]
+    assert isinstance(failed[-1], Failed) and "--vllm-max-model-len" in failed[-1].message
 
 
 def test_a_failed_start_leaves_no_thread_running(

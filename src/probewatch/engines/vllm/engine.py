@@ -15,6 +15,7 @@ event loop thread; `generate` bridges each request's deliveries to the caller's 
 """
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -274,9 +275,23 @@ class VllmEngine(Engine):
     ) -> None:
         assert self.collector is not None
         rid = request.request_id
+        ids = monitor.prompt_ids(request.messages)
+        # vLLM stops a sequence at max_model_len tokens, and a token is scored by the step
+        # that consumes it: at most max_model_len - P - 1 tokens of a P-token prompt can be
+        # scored. Asking for more used to wait SCORE_TIMEOUT_S for the last one, then fail.
+        room = self.choice.vllm_max_model_len - len(ids) - 1
+        if room < 1:
+            deliver(
+                Failed(
+                    f"the prompt is {len(ids)} tokens, and the vLLM engine's context holds "
+                    f"{self.choice.vllm_max_model_len} (--vllm-max-model-len): shorten the "
+                    "prompt, or serve with a longer context"
+                )
+            )
+            return
+        request = dataclasses.replace(request, max_tokens=min(request.max_tokens, room))
         wake = _Wake(asyncio.get_running_loop())
         self.collector.subscribe(rid, wake.set)
-        ids = monitor.prompt_ids(request.messages)
         tokens: list[int] = []
         producer = asyncio.create_task(self._produce(request, ids, plan, tokens, wake))
         try:
