@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,6 +49,16 @@ def speed_ratio(times: Mapping[str, list[float]], candidate: str, baseline: str)
     """Median over rounds of baseline time / candidate time (> 1: the candidate is faster)."""
     pairs = zip(times[baseline], times[candidate], strict=True)
     return statistics.median(b / c for b, c in pairs)
+
+
+def rate_ratio(candidate: list[float], baseline: list[float]) -> dict[str, float | int]:
+    """Median over rounds of candidate rate / baseline rate (> 1: the candidate is faster),
+    with a 95% bootstrap interval over the round pairs: one run's noise, stated beside it."""
+    from probewatch.compare.stats import paired_bootstrap
+
+    ratios = np.asarray(candidate, dtype=np.float64) / np.asarray(baseline, dtype=np.float64)
+    interval = paired_bootstrap(lambda idx: float(np.median(ratios[idx])), ratios.size)
+    return {"median": interval.value, "low": interval.low, "high": interval.high, "n": interval.n}
 
 
 def median(values: list[float]) -> float:

@@ -1,5 +1,5 @@
 """The vLLM engine, measured side by side in one run (`make bench-peers` runs it in
-.venv-vllm; alone: `.venv-vllm/bin/python -m benchmarks.vllm_serving [--rounds 2]`):
+.venv-vllm; alone: `.venv-vllm/bin/python -m benchmarks.vllm_serving [--rounds 10]`):
 
 1. monitored / unmonitored vLLM: our engine (8 probes on 3 sites, in-graph, every token's
    scores awaited and aggregated, `VllmEngine`) against plain vLLM (`AsyncLLM`, stock model
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.clients import concurrent, wait_healthy
-from benchmarks.common import machine, median, percentile, write_results
+from benchmarks.common import machine, percentile, rate_ratio, write_results
 from benchmarks.server import process
 from benchmarks.workloads import TOPICS, probes
 from probewatch.config import EngineChoice, ServerConfig
@@ -87,7 +87,6 @@ def bench_engines(
     loop = asyncio.new_event_loop()
     plain = None
     try:
-        ours.start()
         args = {
             "model": loaded.source,
             "dtype": "float32",
@@ -95,7 +94,10 @@ def bench_engines(
             "max_num_seqs": 8,
             "seed": 0,
         }
+        # Plain first: ours then moves this process's threads (both engines' front ends) off
+        # the workers' cores, and processes started after that would inherit the binding.
         plain = loop.run_until_complete(_make(AsyncLLM, AsyncEngineArgs(**args)))
+        ours.start()
         rates: dict[str, dict[int, list[float]]] = {"monitored": {}, "plain": {}}
         for i, n in enumerate((1, *clients)):  # the first pass warms both up, dropped
             warm = i == 0
@@ -122,7 +124,7 @@ def bench_engines(
             "rounds": rounds,
             "tok_s": {k: {str(n): v for n, v in by.items()} for k, by in rates.items()},
             "ratio_monitored_over_plain": {
-                str(n): median(rates["monitored"][n]) / median(rates["plain"][n]) for n in clients
+                str(n): rate_ratio(rates["monitored"][n], rates["plain"][n]) for n in clients
             },
             "token_to_scores_ms": {
                 "p50": 1000 * (percentile(waits, 0.5) or 0.0),
@@ -182,7 +184,7 @@ def bench_http(rounds: int, clients: int, tokens: int) -> dict[str, Any]:
         "clients": clients,
         "tokens_each": tokens,
         "tok_s": runs,
-        "ratio_ours_over_vllm_openai": median(runs["ours"]) / median(runs["vllm"]),
+        "ratio_ours_over_vllm_openai": rate_ratio(runs["ours"], runs["vllm"]),
     }
 
 
@@ -210,7 +212,9 @@ def serve(port: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=2)
+    # A round is 5-10 s, and one round pair's ratio moves by several points on this machine:
+    # ten pairs give an interval narrow enough to read against the goals.
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per request")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--part", choices=["engines", "http", "all"], default="all")

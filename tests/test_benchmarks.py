@@ -41,6 +41,14 @@ def test_interleaved_alternates_and_ratios_compare_speed() -> None:
     assert len(times["a"]) == 3
 
 
+def test_rate_ratio_pairs_rounds_and_its_interval_holds_the_spread() -> None:
+    steady = common.rate_ratio([9.0, 18.0, 27.0], [10.0, 20.0, 30.0])  # rounds differ, pairs not
+    assert steady["median"] == pytest.approx(0.9)
+    assert steady["low"] == pytest.approx(0.9) and steady["high"] == pytest.approx(0.9)
+    noisy = common.rate_ratio([8.0, 10.0, 9.0, 11.0], [10.0, 10.0, 10.0, 10.0])
+    assert noisy["low"] < 0.9 < noisy["median"] < 1.0 < noisy["high"] and noisy["n"] == 4
+
+
 def test_harvest_capture_equals_hidden_states(tiny: LoadedModel) -> None:
     result = harvest.bench_capture(tiny, token_batch(tiny, 2, 8), rounds=1)
     assert result["max_abs_diff_vs_hidden_states"] == 0.0

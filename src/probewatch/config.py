@@ -314,6 +314,8 @@ class EngineChoice:
     """vLLM: tensor-parallel ranks per engine"""
     vllm_data_parallel: int = 1
     """vLLM: engines (data parallel); each publishes its own scores"""
+    vllm_spare_worker_cores: bool = True
+    """vLLM on CPU: keep this process's threads off the cores vLLM's workers are bound to"""
 
     def _check_engine(self) -> None:
         _choice(self.engine, get_args(Engine), "engine")

@@ -2,6 +2,8 @@
 check: no vLLM needed, so these run in the main venv too."""
 
 import dataclasses
+import os
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -170,3 +172,42 @@ def test_cpu_workers_get_one_core_group_per_rank_when_numa_nodes_are_too_few() -
     assert cpu_binding(choice(dp=2), [4, 5, 6], numa_nodes=1) == "4|5,6"
     with pytest.raises(ProbewatchError, match="need a CPU core each, and 2 are available"):
         cpu_binding(choice(tp=2, dp=2), [0, 1], numa_nodes=1)
+
+
+def test_a_binding_names_its_cores_and_auto_names_none() -> None:
+    from probewatch.engines.vllm.cpu import bound_cores
+
+    assert bound_cores("0|1") == {0, 1}
+    assert bound_cores("0-3|4,6") == {0, 1, 2, 3, 4, 6}
+    assert bound_cores("auto") == bound_cores("nobind") == bound_cores(None) == set()
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or torch.cuda.is_available(),
+    reason="needs two CPU cores and no GPU",
+)
+def test_the_serving_threads_leave_the_workers_cores_and_come_back() -> None:
+    from probewatch.engines.vllm.cpu import OffWorkerCores, thread_cores
+
+    allowed = set(os.sched_getaffinity(0))
+    worker = {min(allowed)}
+    started = threading.Event()
+    stop = threading.Event()
+
+    def idle() -> None:
+        started.set()
+        stop.wait(10)
+
+    thread = threading.Thread(target=idle)  # a thread that exists before the move
+    thread.start()
+    started.wait(5)
+    off = OffWorkerCores()
+    try:
+        assert off.apply(worker) == allowed - worker
+        assert thread_cores() == allowed - worker  # every thread moved, not only this one
+        assert off.apply(allowed) is None  # no core would be left: nothing changes
+    finally:
+        off.restore()
+        stop.set()
+        thread.join()
+    assert thread_cores() == allowed

@@ -17,6 +17,7 @@ implements the same class and the routes do not change.
 """
 
 import asyncio
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import TypeVar
 import torch
 
 from probewatch.monitor import Alert, MonitoredProbe, MonitoredResponse, TokenStep
+from probewatch.server.loop_post import post
 
 Message = dict[str, str]
 T = TypeVar("T")
@@ -143,7 +145,7 @@ async def relay(
     items: asyncio.Queue[Delivery] = asyncio.Queue()
 
     def sink(item: Delivery) -> None:
-        loop.call_soon_threadsafe(items.put_nowait, item)
+        post(loop, functools.partial(items.put_nowait, item))
 
     submit(sink)
     ended = False

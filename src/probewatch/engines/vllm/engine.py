@@ -28,7 +28,7 @@ import torch
 
 from probewatch.config import EngineChoice, split_list
 from probewatch.engines.vllm import check_vllm_version
-from probewatch.engines.vllm.cpu import bind_cpu_workers
+from probewatch.engines.vllm.cpu import BIND_ENV, OffWorkerCores, bind_cpu_workers, bound_cores
 from probewatch.engines.vllm.layout import EXTRA_ARGS_KEY, Layout, ProbePlan, our_architecture
 from probewatch.engines.vllm.transport import ADDRESS_ENV, ScoreCollector, pack
 from probewatch.errors import ProbewatchError
@@ -45,6 +45,7 @@ from probewatch.server.engine import (
     TokenGenerated,
     relay,
 )
+from probewatch.server.loop_post import post
 from probewatch.sites import parse_site
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class _Wake:
         self.loop, self.event = loop, asyncio.Event()
 
     def set(self) -> None:
-        self.loop.call_soon_threadsafe(self.event.set)
+        post(self.loop, self.event.set)
 
     async def wait(self, timeout: float) -> None:
         try:
@@ -149,6 +150,7 @@ class VllmEngine(Engine):
         self._plan_lock = asyncio.Lock()
         self.collector: ScoreCollector | None = None
         self.score_waits: list[float] = []  # token -> its scores, seconds (benchmarks)
+        self._off_cores = OffWorkerCores()
 
     # -- Engine ------------------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class VllmEngine(Engine):
         if self.collector is not None:
             self.collector.close()
             self.collector = None
+        self._off_cores.restore()
 
     def set_probes(self, probes: Sequence[MonitoredProbe]) -> None:
         """New weights go into the engine's buffers in place (no recompilation); a probe the
@@ -225,6 +228,11 @@ class VllmEngine(Engine):
         self._engine = AsyncLLM.from_engine_args(args)
         info = await self._engine.collective_rpc("pw_install")
         log.info("vLLM workers: %s", info)
+        if self.choice.vllm_spare_worker_cores:
+            # collective_rpc answers for the first engine only: the others' cores are in
+            # the binding, when one is set.
+            cores = bound_cores(os.environ.get(BIND_ENV))
+            self._off_cores.apply(cores.union(*(set(i.get("cores", ())) for i in info)))
         await self._push_plan(self.plan)
         n = self.loaded.n_layers
         for name, by_site in self.vectors.items():

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from probewatch.engines.vllm import check_vllm_version
+from probewatch.engines.vllm.cpu import thread_cores
 from probewatch.engines.vllm.layout import EXTRA_ARGS_KEY, StepRows, mrv2_rows, v1_rows
 from probewatch.engines.vllm.transport import ADDRESS_ENV, Packed, ScorePublisher, unpack
 
@@ -77,7 +78,11 @@ class ProbeWorkerExtension:
 
             runner._model_forward = model_forward
         self._pw_installed = True
-        self._pw_info = {"runner": kind, "publishes": self._pw_publisher is not None}
+        self._pw_info = {
+            "runner": kind,
+            "publishes": self._pw_publisher is not None,
+            "cores": sorted(thread_cores()),  # where vLLM bound this worker's threads
+        }
         return self._pw_info
 
     def _pw_connect(self) -> ScorePublisher | None:
