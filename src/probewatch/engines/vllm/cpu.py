@@ -65,10 +65,14 @@ def thread_cores() -> set[int]:
     """The cores any thread of this process may run on (a worker calls it once vLLM has
     bound its OpenMP threads)."""
     cores: set[int] = set()
-    for tid in os.listdir("/proc/self/task"):
+    for tid in _thread_ids():
         with contextlib.suppress(OSError):  # a thread that just ended
-            cores |= os.sched_getaffinity(int(tid))
+            cores |= os.sched_getaffinity(tid)
     return cores
+
+
+def _thread_ids() -> list[int]:
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
 
 
 class OffWorkerCores:
@@ -107,6 +111,6 @@ class OffWorkerCores:
 
 
 def _bind_threads(cores: set[int]) -> None:
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), cores)
+    for tid in _thread_ids():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(tid, cores)
