@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from probewatch.errors import ProbewatchError
 from probewatch.metrics.scores import auroc, r2
 from probewatch.probes import PROBE_KINDS, AttentionProbe, Probe, make_probe, pad_sequences
-from probewatch.probes.ridge import RidgeProbe, loo_mse
+from probewatch.probes.ridge import RidgeProbe, grouped_cv_mse, loo_mse
 
 
 @pytest.fixture(autouse=True)
@@ -236,9 +236,9 @@ def test_attention_refuses_empty_sequences_and_bad_masks() -> None:
     x, mask = pad_sequences(seqs)
     mask[3] = False
     with pytest.raises(ProbewatchError, match="no real tokens"):
-        AttentionProbe().fit(x, y, mask)
+        AttentionProbe().fit(x, y, mask=mask)
     with pytest.raises(ProbewatchError, match="mask has shape"):
-        AttentionProbe().fit(x, y, mask[:, :2])
+        AttentionProbe().fit(x, y, mask=mask[:, :2])
     with pytest.raises(ProbewatchError, match="no rows"):
         pad_sequences([torch.zeros(0, 16)])
     with pytest.raises(ProbewatchError, match="widths"):
@@ -287,6 +287,72 @@ def test_ridge_closed_form_leave_one_out_matches_refitting(d: int) -> None:
         assert expected == pytest.approx(np.mean(errors), rel=1e-8)
 
 
+def near_copies(
+    n_groups: int, per_group: int = 8, d: int = 40, seed: int = 3
+) -> tuple[torch.Tensor, ...]:
+    """Rows that come in groups of near-copies (the tokens of one response): a group's rows
+    share one random vector and one target, and only the first 5 features carry the target.
+    Leave-one-row-out sees a row's near-copies in training and rewards memorizing them."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_groups, d, generator=g)
+    w = torch.zeros(d)
+    w[:5] = 1.0
+    targets = centres @ w + torch.randn(n_groups, generator=g)
+    groups = torch.arange(n_groups).repeat_interleave(per_group)
+    x = centres[groups] + 0.05 * torch.randn(groups.shape[0], d, generator=g)
+    return x, targets[groups], groups
+
+
+def test_ridge_chooses_alpha_over_whole_groups_when_rows_share_them() -> None:
+    x, y, groups = near_copies(30)
+    x_new, y_new, _ = near_copies(30, seed=4)
+    by_row = RidgeProbe().fit(x, y)
+    by_group = RidgeProbe().fit(x, y, groups=groups)
+    assert by_row.chosen_by == "leave-one-out" and by_row.cv_mse is None
+    assert by_group.chosen_by == "5-fold cross-validation over 30 groups"
+    assert by_group.loo is None and by_group.cv_mse is not None
+    assert by_group.chosen_alpha is not None and by_row.chosen_alpha is not None
+    assert by_group.chosen_alpha > by_row.chosen_alpha
+    fresh = [r2(p.score(x_new).numpy(), y_new.numpy()) for p in (by_row, by_group)]
+    assert fresh[1] > fresh[0]
+    # The choice is part of the card and survives a round trip; unique groups = leave-one-out.
+    assert round_trip(by_group).config()["fitted"]["alpha_chosen_by"] == by_group.chosen_by
+    assert RidgeProbe().fit(x, y, groups=torch.arange(x.shape[0])).chosen_by == "leave-one-out"
+
+
+def test_logistic_cross_validates_c_over_whole_groups_when_rows_share_them() -> None:
+    x, y, groups = near_copies(40)
+    x_new, y_new, _ = near_copies(40, seed=4)
+    labels, new_labels = (y > y.median()).long(), (y_new > y.median()).long()
+    by_row = make_probe("logistic", c=None).fit(x, labels)
+    by_group = make_probe("logistic", c=None).fit(x, labels, groups=groups)
+    # Near-copies in the held-out fold make a weak penalty look perfect (log loss ~0).
+    assert by_row.cv_losses is not None and min(by_row.cv_losses) < 0.05
+    assert by_group.chosen_c is not None and by_row.chosen_c is not None
+    assert by_group.chosen_c < by_row.chosen_c
+    fresh = [auroc(p.score(x_new).numpy(), new_labels.numpy()) for p in (by_row, by_group)]
+    assert fresh[1] > fresh[0]
+    one_group_each = torch.where(labels > 0, 1, 0)
+    with pytest.raises(ProbewatchError, match="groups"):
+        make_probe("logistic", c=None).fit(x, labels, groups=one_group_each)
+
+
+def test_ridge_grouped_cross_validation_matches_refitting() -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GroupKFold
+
+    x, y, groups = near_copies(12, per_group=3, d=10)
+    z, y64 = x.double(), y.double()
+    alphas = [0.5, 50.0]
+    fast = grouped_cv_mse(z, y64, groups.numpy(), alphas, folds=4)
+    for alpha, expected in zip(alphas, fast, strict=True):
+        squared = 0.0
+        for fit_rows, held in GroupKFold(n_splits=4).split(z, groups=groups.numpy()):
+            model = Ridge(alpha=alpha).fit(z[fit_rows].numpy(), y64[fit_rows].numpy())
+            squared += float(((model.predict(z[held].numpy()) - y64[held].numpy()) ** 2).sum())
+        assert expected == pytest.approx(squared / z.shape[0], rel=1e-8)
+
+
 def test_ridge_refuses_bad_input() -> None:
     x, y = linear_targets(10)
     with pytest.raises(ProbewatchError, match="at least 3"):
@@ -299,3 +365,9 @@ def test_ridge_refuses_bad_input() -> None:
         RidgeProbe().fit(x, y.masked_fill(y > y.median(), float("nan")))
     with pytest.raises(ProbewatchError, match="2 dimensions"):
         RidgeProbe().fit(x[0], y[:1])
+    with pytest.raises(ProbewatchError, match="one id per row"):
+        RidgeProbe().fit(x, y, groups=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ProbewatchError, match="integer"):
+        RidgeProbe().fit(x, y, groups=torch.zeros(10))
+    with pytest.raises(ProbewatchError, match="cv_folds"):
+        RidgeProbe(cv_folds=1)

@@ -7,7 +7,7 @@ For tokens z_t (standardized activations) of one sequence:
     sequence      s   = Σ_t α_t v_t          (a logit)
 
 Sequences are passed in one of three ways:
-  - `fit(x[N, T, d], y, mask[N, T])`: padded batch; `mask` is True on real tokens (default:
+  - `fit(x[N, T, d], y, mask=mask[N, T])`: padded batch; `mask` is True on real tokens (default:
     all real). Every sequence needs at least one real token.
   - `fit_sequences([x_1[T_1, d], ...], y)`: variable-length list, padded for you.
   - `fit(x[N, d], y)`: each row is a one-token sequence (then this is a logistic probe).
@@ -100,7 +100,15 @@ class AttentionProbe(Probe):
         self.settings = TrainSettings(**training)
         self.best_epoch: int | None = None
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> Self:
+    def fit(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        groups: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+    ) -> Self:
+        del groups  # nothing here is chosen by cross-validation
         x, mask = _as_padded(x, mask)
         require_targets(y, x.shape[0])
         require_binary_labels(y, "the training data")
@@ -127,7 +135,7 @@ class AttentionProbe(Probe):
 
     def fit_sequences(self, sequences: Sequence[torch.Tensor], y: torch.Tensor) -> Self:
         x, mask = pad_sequences(sequences)
-        return self.fit(x, y, mask)
+        return self.fit(x, y, mask=mask)
 
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
         s = self._state()

@@ -78,7 +78,10 @@ class Probe(ABC):
     _tensors: dict[str, torch.Tensor] | None = None
 
     @abstractmethod
-    def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self: ...
+    def fit(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None) -> Self:
+        """Fit on rows x [N, d] with targets y [N]. `groups` says which example each row comes
+        from (the tokens of one response share one); kinds that cross-validate a setting keep
+        a group's rows in one fold, the others ignore it."""
 
     @abstractmethod
     def score(self, x: torch.Tensor) -> torch.Tensor: ...

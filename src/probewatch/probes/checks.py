@@ -1,5 +1,6 @@
 """Input checks shared by probe kinds, so every kind refuses bad data with the same message."""
 
+import numpy as np
 import torch
 
 from probewatch.errors import ProbewatchError
@@ -49,3 +50,19 @@ def require_binary_data(x: torch.Tensor, y: torch.Tensor) -> None:
     require_features(x)
     require_targets(y, x.shape[0])
     require_binary_labels(y, "the training data")
+
+
+def require_groups(groups: torch.Tensor | None, n: int) -> np.ndarray | None:
+    """`groups` (which example each row comes from) as a NumPy array, or None: one integer id
+    per row."""
+    if groups is None:
+        return None
+    if not isinstance(groups, torch.Tensor) or groups.dim() != 1 or groups.shape[0] != n:
+        shape = tuple(groups.shape) if isinstance(groups, torch.Tensor) else type(groups).__name__
+        raise ProbewatchError(
+            f"groups must be a 1-D tensor with one id per row ({n}), got {shape}",
+            hint="pass the stored rows' example_index, or leave groups out",
+        )
+    if groups.is_floating_point():
+        raise ProbewatchError("groups must be integer ids", hint="pass example_index")
+    return groups.numpy()

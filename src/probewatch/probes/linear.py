@@ -7,11 +7,11 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from probewatch.errors import ProbewatchError
 from probewatch.probes.base import AffineProbe, register
-from probewatch.probes.checks import require_binary_data
+from probewatch.probes.checks import require_binary_data, require_groups
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 0.05, 0.1, 1.0, 10.0)
 
@@ -23,7 +23,8 @@ class LogisticProbe(AffineProbe):
     Standardizing first makes one regularization strength `c` sensible at every layer,
     whatever the activation norms (which grow by orders of magnitude with depth).
     With `c=None`, c is chosen from `c_grid` by `cv_folds`-fold stratified cross-validation
-    (held-out log loss), and the choice is recorded in `config()["fitted"]`.
+    (held-out log loss), and the choice is recorded in `config()["fitted"]`; rows that share a
+    group (the tokens of one response) stay in one fold.
     """
 
     kind = "logistic"
@@ -54,20 +55,32 @@ class LogisticProbe(AffineProbe):
         self.chosen_c: float | None = None
         self.cv_losses: list[float] | None = None
 
-    def choose_c(self, z: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
+    def choose_c(
+        self, z: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+    ) -> tuple[float, list[float]]:
         """The C with the lowest mean held-out log loss over stratified folds (ties: smaller C).
 
         Folds share the full-data standardization; that leaks only per-feature means and
         scales, which barely move the choice of C.
         """
-        n_folds = min(self.cv_folds, int(np.bincount(y).min()))
+        grouped = groups is not None and np.unique(groups).size < groups.size
+        if grouped:
+            assert groups is not None
+            per_class = min(np.unique(groups[y == label]).size for label in (0, 1))
+        else:
+            per_class = int(np.bincount(y).min())
+        n_folds = min(self.cv_folds, per_class)
         if n_folds < 2:
             raise ProbewatchError(
-                "too few examples of one class to choose c by cross-validation",
+                "too few examples (or groups) of one class to choose c by cross-validation",
                 hint="each class needs at least 2 examples; or pass a fixed c",
             )
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=self.seed)
-        splits = list(splitter.split(z, y))
+        if grouped:
+            grouped_splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=self.seed)
+            splits = list(grouped_splitter.split(z, y, groups))
+        else:
+            splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=self.seed)
+            splits = list(splitter.split(z, y))
         losses = []
         for c in self.c_grid:
             fold_losses = []
@@ -78,8 +91,9 @@ class LogisticProbe(AffineProbe):
         best = min(losses)
         return min(c for c, loss in zip(self.c_grid, losses, strict=True) if loss == best), losses
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
+    def fit(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None) -> Self:
         require_binary_data(x, y)
+        group_ids = require_groups(groups, x.shape[0])
         x64 = x.double()
         mean = x64.mean(dim=0)
         scale = x64.std(dim=0).clamp_min(1e-6)
@@ -87,7 +101,7 @@ class LogisticProbe(AffineProbe):
         labels = y.numpy().astype(np.int64)
         c = self.c
         if c is None:
-            c, self.cv_losses = self.choose_c(z, labels)
+            c, self.cv_losses = self.choose_c(z, labels, group_ids)
             self.chosen_c = c
         model = LogisticRegression(C=c, max_iter=self.max_iter)
         model.fit(z, labels)

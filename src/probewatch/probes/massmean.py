@@ -60,7 +60,8 @@ class MassMeanProbe(AffineProbe):
         self.shrinkage = shrinkage
         self.selected_shrinkage: float | None = None
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
+    def fit(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None) -> Self:
+        del groups  # nothing here is chosen by cross-validation
         require_binary_data(x, y)
         x64, pos = x.double(), y > 0.5
         mu_pos, mu_neg = x64[pos].mean(dim=0), x64[~pos].mean(dim=0)

@@ -39,7 +39,8 @@ class MLPProbe(Probe):
         self.hidden = hidden
         self.best_epoch: int | None = None
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
+    def fit(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None) -> Self:
+        del groups  # early stopping holds out rows, not groups
         require_binary_data(x, y)
         x32, target = x.float(), y.float()
         mean, scale = x32.mean(dim=0), x32.std(dim=0).nan_to_num(1.0).clamp_min(1e-6)

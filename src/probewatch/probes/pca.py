@@ -55,7 +55,8 @@ class PCADiffProbe(AffineProbe):
         self.n_pairs, self.seed = n_pairs, seed
         self.explained: float | None = None
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor) -> Self:
+    def fit(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None) -> Self:
+        del groups  # nothing here is chosen by cross-validation
         require_binary_data(x, y)
         x64, pos = x.double(), y > 0.5
         x_pos, x_neg = x64[pos], x64[~pos]

@@ -58,7 +58,9 @@ def early_layer_aurocs(
     for site in EARLY_SITES:
         stored = store.load(site)
         train, test = stored.rows("train"), stored.rows("test")
-        probe = make_probe(inputs.kind, **inputs.probe_config).fit(train.acts, train.label)
+        probe = make_probe(inputs.kind, **inputs.probe_config).fit(
+            train.acts, train.label, groups=train.example_index
+        )
         scores, labels, _ = per_example(probe.score(test.acts), test, inputs.aggregator)
         out[site] = safe_auroc(scores, labels)
     return out

@@ -173,7 +173,9 @@ def sweep_sites(loaded: LoadedModel, task: TrainingTask, progress: bool = True) 
         val_mask = validation_mask(train, dataset, spec.seed)
         fit_part, val_part = split_rows(train, ~val_mask), split_rows(train, val_mask)
         task.check_parts(train, test, val_part)
-        probe = make_probe(kind, **spec.probe_options()).fit(fit_part.acts, task.targets(fit_part))
+        probe = make_probe(kind, **spec.probe_options()).fit(
+            fit_part.acts, task.targets(fit_part), groups=fit_part.example_index
+        )
         val, scored_test = task.score(probe, val_part), task.score(probe, test)
         row = SweepRow(site, val.value, scored_test.value, task.metric)
         run.sweep.append(row)
