@@ -247,7 +247,8 @@ class EvalOptions:
     """How a saved probe is scored."""
 
     split: str = "test"
-    """split of a built-in dataset to score (every row of your file is scored)"""
+    """split of a built-in dataset to score, or "all" for a set the probe never trained on
+    (every row of your file is scored)"""
     allow_model_mismatch: bool = False
     """score with other weights than the probe was trained on (recorded as a warning)"""
     n_boot: int = field(default=1000, metadata={"cli": False})

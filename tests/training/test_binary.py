@@ -80,6 +80,11 @@ def test_a_separate_control_set_sets_the_threshold(tiny: LoadedModel) -> None:
     assert again.metrics.auroc == pytest.approx(metrics.test.auroc)
     assert len(again.rows) == len(yes_no().split("test"))
     assert all(r.prediction == int(r.score > again.threshold) for r in again.rows)
+    # A set the probe never trained on can be scored whole.
+    every = evaluate(
+        result.artifact, tiny, yes_no(), EvalOptions(split="all", n_boot=20), progress=False
+    )
+    assert len(every.rows) == len(yes_no().examples) and every.split == "all"
 
 
 def test_the_shortcut_audit_can_be_switched_off(tiny: LoadedModel) -> None:

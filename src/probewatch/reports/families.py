@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from probewatch.config import ProbeSpec, as_positions
+from probewatch.config import EvalOptions, ProbeSpec, as_positions
 from probewatch.data import (
     BENIGN_CONTROLS,
     BINARY_FAMILIES,
@@ -30,7 +30,7 @@ from probewatch.errors import ProbewatchError
 from probewatch.models.loading import LoadedModel
 from probewatch.reports.familiarity import familiarity_control, familiarity_line
 from probewatch.training import BinaryScores, TrainResult, train
-from probewatch.training.evaluate import evaluate
+from probewatch.training.evaluate import EVERY_SPLIT, evaluate
 from probewatch.training.spans import REDUCTIONS as SPAN_REDUCTIONS
 
 
@@ -141,7 +141,9 @@ def _transfer(
         return None
     try:
         other = load_dataset(target, model=loaded, limit=limit)
-        metrics = evaluate(result.artifact, loaded, other, progress=False).metrics
+        # No row of the transfer set was trained on (it is another dataset): score them all.
+        every_row = EvalOptions(split=EVERY_SPLIT)
+        metrics = evaluate(result.artifact, loaded, other, every_row, progress=False).metrics
     except ProbewatchError as exc:
         return {"dataset": target, "note": exc.message}
     return {

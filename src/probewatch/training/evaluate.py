@@ -18,6 +18,8 @@ from probewatch.store import clip, harvest
 from probewatch.training.binary import per_example
 from probewatch.training.results import metrics_line
 
+EVERY_SPLIT = "all"  # EvalOptions.split: score every row (a set the probe never trained on)
+
 
 @dataclass
 class ScoredRow:
@@ -67,11 +69,13 @@ def evaluate(
     spec = spec or EvalOptions()
     split = spec.split
     check_model(artifact, loaded, spec.allow_model_mismatch)
-    rows = dataset.split(split)
+    every_row = split == EVERY_SPLIT
+    rows = dataset.examples if every_row else dataset.split(split)
     if not rows:
         splits = sorted({ex.split for ex in dataset.examples})
         raise ProbewatchError(
-            f"dataset {dataset.name!r} has no {split!r} rows", hint=f"its splits: {splits}"
+            f"dataset {dataset.name!r} has no {split!r} rows",
+            hint=f"its splits: {splits}, or {EVERY_SPLIT!r} for every row",
         )
     require_binary(rows, f"the {split} split of {dataset.name!r}")
     store = harvest(
@@ -80,7 +84,8 @@ def evaluate(
         HarvestSpec(sites=artifact.site, positions=as_positions(artifact.positions)),
         progress=progress,
     )
-    stored = store.load(artifact.site).rows(split)
+    stored = store.load(artifact.site)
+    stored = stored if every_row else stored.rows(split)
     agg_config = artifact.card.get("aggregator")
     agg = make_aggregator(**agg_config) if isinstance(agg_config, dict) else None
     scores, labels, index = per_example(artifact.score(stored.acts), stored, agg)
