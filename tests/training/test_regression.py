@@ -117,6 +117,9 @@ def test_trainer_sweeps_sites_and_reports_against_the_baseline(tiny: LoadedModel
     assert card["sweep"][0].keys() == {"site", "val_r2", "test_r2"}
     assert card["monitor"] == {"scope": "response", "aggregator": {"name": "last"}}
     assert "R²" in result.table() and "baseline" in result.summary()
+    # Alpha was cross-validated over whole answers (their tokens share a group), not tokens.
+    fitted = result.artifact.probe.config()["fitted"]
+    assert "cross-validation over" in fitted["alpha_chosen_by"] and fitted["loo_mse"] is None
 
 
 def test_a_binary_probe_kind_on_regression_targets_is_refused_before_harvest(
