@@ -130,6 +130,7 @@ class RidgeProbe(AffineProbe):
     ) -> float:
         """The alpha with the least cross-validated error; ties go to the larger alpha (the
         simpler model). Grouped folds when rows share groups (and there are enough groups)."""
+        self.loo = self.cv_mse = None  # a refit must not keep the last fit's errors
         n_groups = 0 if groups is None else np.unique(groups).size
         if groups is not None and 2 <= n_groups < groups.size:
             folds = min(self.cv_folds, n_groups)
