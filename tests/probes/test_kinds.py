@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from probewatch.errors import ProbewatchError
 from probewatch.metrics.scores import auroc, r2
 from probewatch.probes import PROBE_KINDS, AttentionProbe, Probe, make_probe, pad_sequences
+from probewatch.probes.linear import LogisticProbe
 from probewatch.probes.ridge import RidgeProbe, grouped_cv_mse, loo_mse
 
 
@@ -324,8 +325,8 @@ def test_logistic_cross_validates_c_over_whole_groups_when_rows_share_them() -> 
     x, y, groups = near_copies(40)
     x_new, y_new, _ = near_copies(40, seed=4)
     labels, new_labels = (y > y.median()).long(), (y_new > y.median()).long()
-    by_row = make_probe("logistic", c=None).fit(x, labels)
-    by_group = make_probe("logistic", c=None).fit(x, labels, groups=groups)
+    by_row = LogisticProbe(c=None).fit(x, labels)
+    by_group = LogisticProbe(c=None).fit(x, labels, groups=groups)
     # Near-copies in the held-out fold make a weak penalty look perfect (log loss ~0).
     assert by_row.cv_losses is not None and min(by_row.cv_losses) < 0.05
     assert by_group.chosen_c is not None and by_row.chosen_c is not None
@@ -334,7 +335,7 @@ def test_logistic_cross_validates_c_over_whole_groups_when_rows_share_them() -> 
     assert fresh[1] > fresh[0]
     one_group_each = torch.where(labels > 0, 1, 0)
     with pytest.raises(ProbewatchError, match="groups"):
-        make_probe("logistic", c=None).fit(x, labels, groups=one_group_each)
+        LogisticProbe(c=None).fit(x, labels, groups=one_group_each)
 
 
 def test_ridge_grouped_cross_validation_matches_refitting() -> None:
