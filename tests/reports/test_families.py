@@ -46,3 +46,11 @@ def test_every_binary_family_trains_on_the_default_model(default_model: LoadedMo
     # v2 holds out whole sources and adds benign look-alikes, so this is an out-of-distribution
     # number (measured 0.844 at resid.15 on SmolLM2); v1's 0.9 was in distribution and on form.
     assert by_name["harmful_vs_harmless"].auroc > 0.75
+    # The transfer set was never trained on, so every graded role-play reply is scored.
+    transfer = by_name["deception_instructed"].transfer
+    assert transfer is not None and transfer["dataset"] == "deception_roleplay"
+    if "auroc" in transfer:  # else a note says why (one class at this size)
+        from probewatch.data import load_dataset
+
+        replies = load_dataset("deception_roleplay", model=default_model, limit=24)
+        assert transfer["n"] == len(replies.examples) > len(replies.split("test"))
