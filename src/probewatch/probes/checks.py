@@ -53,8 +53,9 @@ def require_binary_data(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def require_groups(groups: torch.Tensor | None, n: int) -> np.ndarray | None:
-    """`groups` (which example each row comes from) as a NumPy array, or None: one integer id
-    per row."""
+    """`groups` (which example each row comes from, one integer id per row) as a NumPy array;
+    None when there are none, or when every row is its own group (then cross-validating over
+    rows already keeps each group in one fold)."""
     if groups is None:
         return None
     if not isinstance(groups, torch.Tensor) or groups.dim() != 1 or groups.shape[0] != n:
@@ -65,4 +66,5 @@ def require_groups(groups: torch.Tensor | None, n: int) -> np.ndarray | None:
         )
     if groups.is_floating_point():
         raise ProbewatchError("groups must be integer ids", hint="pass example_index")
-    return groups.numpy()
+    ids = groups.numpy()
+    return ids if np.unique(ids).size < n else None

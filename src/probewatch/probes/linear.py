@@ -58,14 +58,13 @@ class LogisticProbe(AffineProbe):
     def choose_c(
         self, z: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
     ) -> tuple[float, list[float]]:
-        """The C with the lowest mean held-out log loss over stratified folds (ties: smaller C).
+        """The C with the lowest mean held-out log loss over stratified folds (ties: smaller C),
+        whole groups per fold when `groups` is given (as `require_groups` returns it).
 
         Folds share the full-data standardization; that leaks only per-feature means and
         scales, which barely move the choice of C.
         """
-        grouped = groups is not None and np.unique(groups).size < groups.size
-        if grouped:
-            assert groups is not None
+        if groups is not None:
             per_class = min(np.unique(groups[y == label]).size for label in (0, 1))
         else:
             per_class = int(np.bincount(y).min())
@@ -75,7 +74,7 @@ class LogisticProbe(AffineProbe):
                 "too few examples (or groups) of one class to choose c by cross-validation",
                 hint="each class needs at least 2 examples; or pass a fixed c",
             )
-        if grouped:
+        if groups is not None:
             grouped_splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=self.seed)
             splits = list(grouped_splitter.split(z, y, groups))
         else:

@@ -132,7 +132,7 @@ class RidgeProbe(AffineProbe):
         simpler model). Grouped folds when rows share groups (and there are enough groups)."""
         self.loo = self.cv_mse = None  # a refit must not keep the last fit's errors
         n_groups = 0 if groups is None else np.unique(groups).size
-        if groups is not None and 2 <= n_groups < groups.size:
+        if groups is not None and n_groups >= 2:
             folds = min(self.cv_folds, n_groups)
             errors = self.cv_mse = grouped_cv_mse(z, y, groups, self.alphas, folds)
             self.chosen_by = f"{folds}-fold cross-validation over {n_groups} groups"
